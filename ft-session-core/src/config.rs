@@ -1,0 +1,148 @@
+//! Configuration and its named limits. Every limit the protocol relies on is here.
+
+use std::time::Duration;
+
+use crate::error::SessionError;
+
+/// Default for [`Config::max_reconnect_time`] (the paper's MAX_RECON_TIME).
+pub const DEFAULT_MAX_RECONNECT_TIME: Duration = Duration::from_secs(30);
+/// Default for [`Config::heartbeat_interval`].
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default for [`Config::idle_timeout`]: ten missed heartbeats, so one lost
+/// heartbeat never kills a transport.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`Config::handshake_timeout`].
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default for [`Config::max_frame_payload`].
+pub const DEFAULT_MAX_FRAME_PAYLOAD: u32 = 64 * 1024;
+/// Largest accepted [`Config::max_frame_payload`].
+pub const MAX_FRAME_PAYLOAD_LIMIT: u32 = 16 * 1024 * 1024;
+/// Default for [`Config::send_buffer_capacity`].
+pub const DEFAULT_SEND_BUFFER_CAPACITY: usize = 4 * 1024 * 1024;
+/// Default for [`Config::recv_buffer_capacity`].
+pub const DEFAULT_RECV_BUFFER_CAPACITY: usize = 4 * 1024 * 1024;
+/// Default for [`Config::backoff_initial`].
+pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(50);
+/// Default for [`Config::backoff_max`].
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Default for [`Config::max_sessions`].
+pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+/// Default for [`Config::max_parked`].
+pub const DEFAULT_MAX_PARKED: usize = 1_000;
+/// Default for [`Config::parked_bytes_budget`].
+pub const DEFAULT_PARKED_BYTES_BUDGET: u64 = 1 << 30;
+/// Linux lets a pinned send queue overshoot SO_SNDBUF by up to one packet
+/// buffer (65,112 bytes measured on loopback): the implicit bound adds this.
+pub const IMPLICIT_PACKET_MARGIN: u64 = 64 * 1024;
+
+/// When bytes leave the stream buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleasePolicy {
+    /// Released on the peer's cumulative acknowledgments. Correct through
+    /// proxies and TLS terminators; retained bytes never exceed
+    /// [`Config::send_buffer_capacity`].
+    Ack,
+    /// The paper's policy: no acknowledgments; keep the last
+    /// b = own send buffer + peer receive buffer + margin bytes written to the
+    /// transport. Only correct when both transports' buffers are pinned and
+    /// their effective sizes are given (see [`crate::TransportInfo`]).
+    Implicit,
+}
+
+/// Configuration of one session (and, for the server, of its connection set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// How long a session survives without a transport before it expires.
+    pub max_reconnect_time: Duration,
+    /// A heartbeat is sent after this long without transmitting.
+    pub heartbeat_interval: Duration,
+    /// A transport that delivered nothing for this long is declared dead.
+    pub idle_timeout: Duration,
+    /// A handshake must complete within this time after the transport is up.
+    pub handshake_timeout: Duration,
+    /// Largest data frame payload sent or accepted.
+    pub max_frame_payload: u32,
+    /// Bytes `send`/`write` may queue before backpressure (with
+    /// [`ReleasePolicy::Ack`], the most bytes retained).
+    pub send_buffer_capacity: usize,
+    /// Received bytes waiting for the application before the core asks the
+    /// adapter to stop reading the transport.
+    pub recv_buffer_capacity: usize,
+    /// How the stream buffer is released.
+    pub release_policy: ReleasePolicy,
+    /// Extra bytes kept beyond the implicit bound; `None` means
+    /// [`IMPLICIT_PACKET_MARGIN`] plus one maximum frame.
+    pub implicit_margin: Option<u64>,
+    /// First reconnect delay after a failed attempt (the first attempt is immediate).
+    pub backoff_initial: Duration,
+    /// Largest reconnect delay.
+    pub backoff_max: Duration,
+    /// Server: most sessions (attached or parked) in the connection set.
+    pub max_sessions: usize,
+    /// Server: most parked sessions; beyond it the oldest parked is evicted.
+    pub max_parked: usize,
+    /// Server: most bytes retained by parked sessions together; beyond it the
+    /// oldest parked is evicted.
+    pub parked_bytes_budget: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_reconnect_time: DEFAULT_MAX_RECONNECT_TIME,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_frame_payload: DEFAULT_MAX_FRAME_PAYLOAD,
+            send_buffer_capacity: DEFAULT_SEND_BUFFER_CAPACITY,
+            recv_buffer_capacity: DEFAULT_RECV_BUFFER_CAPACITY,
+            release_policy: ReleasePolicy::Ack,
+            implicit_margin: None,
+            backoff_initial: DEFAULT_BACKOFF_INITIAL,
+            backoff_max: DEFAULT_BACKOFF_MAX,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_parked: DEFAULT_MAX_PARKED,
+            parked_bytes_budget: DEFAULT_PARKED_BYTES_BUDGET,
+        }
+    }
+}
+
+impl Config {
+    /// Checks that the values can work together.
+    pub fn validate(&self) -> Result<(), SessionError> {
+        if self.max_frame_payload == 0 || self.max_frame_payload > MAX_FRAME_PAYLOAD_LIMIT {
+            return Err(SessionError::Config(
+                "max_frame_payload must be in 1..=16 MiB",
+            ));
+        }
+        if self.send_buffer_capacity == 0 || self.recv_buffer_capacity == 0 {
+            return Err(SessionError::Config("buffer capacities must be positive"));
+        }
+        if self.heartbeat_interval.is_zero() || self.idle_timeout <= self.heartbeat_interval {
+            return Err(SessionError::Config(
+                "idle_timeout must exceed a positive heartbeat_interval",
+            ));
+        }
+        if self.handshake_timeout.is_zero() || self.backoff_initial.is_zero() {
+            return Err(SessionError::Config("timeouts must be positive"));
+        }
+        Ok(())
+    }
+
+    /// The margin added to the implicit bound.
+    pub fn effective_implicit_margin(&self) -> u64 {
+        self.implicit_margin
+            .unwrap_or(IMPLICIT_PACKET_MARGIN + u64::from(self.max_frame_payload))
+    }
+}
+
+/// What the adapter knows of one transport: the effective (read-back) kernel
+/// buffer sizes, needed by [`ReleasePolicy::Implicit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TransportInfo {
+    /// Effective send buffer of this side's transport, in bytes.
+    pub send_buffer: Option<u64>,
+    /// Effective receive buffer of this side's transport, in bytes.
+    pub recv_buffer: Option<u64>,
+}

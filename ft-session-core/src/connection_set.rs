@@ -1,0 +1,327 @@
+//! The server's connection set: a sans-IO registry of sessions that routes
+//! authenticated resumes, parks sessions whose transport failed, and enforces
+//! limits on sessions, parked sessions and the bytes they retain.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::config::{Config, TransportInfo};
+use crate::error::SessionError;
+use crate::frame::{ClientHello, Code, ServerReply, SessionId, SECRET_LEN, SESSION_ID_LEN};
+use crate::handshake::{verify_resume, Entropy};
+use crate::session::{Session, TransportId, VerifiedResume};
+
+/// What to do with a new transport after its first message.
+#[derive(Debug)]
+pub enum Admission {
+    /// A new session, already attached to the transport; drive it.
+    Fresh(Box<Session>),
+    /// An authenticated resume: give it to the session with this id as
+    /// [`crate::Input::Resume`].
+    Resume {
+        /// The session to route to.
+        session_id: SessionId,
+        /// The input for that session.
+        resume: VerifiedResume,
+    },
+    /// Refused: write `reply`, then close the transport.
+    Reject {
+        /// Encoded REJECT.
+        reply: Bytes,
+        /// Why (never sent in more detail than `reply`).
+        code: Code,
+    },
+}
+
+/// Something the adapter must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetEvent {
+    /// A parked session was evicted to respect the limits: feed it
+    /// [`crate::Input::Evicted`].
+    Evicted(SessionId),
+    /// A parked session outlived the maximum reconnect time and was forgotten
+    /// (its own timer ends it with `Expired`).
+    Expired(SessionId),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryState {
+    Attached,
+    Parked {
+        since: Instant,
+        retained: u64,
+    },
+    /// Cleanly closed: answers an authenticated resume with SESSION_CLOSED.
+    Closed {
+        until: Instant,
+    },
+}
+
+#[derive(Debug)]
+struct Entry {
+    secret: [u8; SECRET_LEN],
+    last_attempt: u64,
+    state: EntryState,
+}
+
+/// Counts for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetCounts {
+    /// Sessions with a transport.
+    pub attached: usize,
+    /// Sessions waiting for their client.
+    pub parked: usize,
+    /// Bytes retained by parked sessions.
+    pub parked_bytes: u64,
+    /// Cleanly closed sessions remembered for late resumes.
+    pub closed: usize,
+    /// Resumes refused (unknown, forged, replayed or expired).
+    pub rejected_resumes: u64,
+    /// Sessions evicted by the limits.
+    pub evicted: u64,
+    /// Parked sessions that expired.
+    pub expired: u64,
+}
+
+/// The server's registry of sessions. See the module docs.
+#[derive(Debug)]
+pub struct ConnectionSet {
+    cfg: Config,
+    entries: HashMap<SessionId, Entry>,
+    events: Vec<SetEvent>,
+    counts: SetCounts,
+}
+
+impl ConnectionSet {
+    /// An empty set; `config` gives the limits and the sessions' settings.
+    pub fn new(config: Config) -> Self {
+        ConnectionSet {
+            cfg: config,
+            entries: HashMap::new(),
+            events: Vec::new(),
+            counts: SetCounts::default(),
+        }
+    }
+
+    /// The configuration given to new sessions.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Current counts.
+    pub fn counts(&self) -> SetCounts {
+        let mut c = self.counts;
+        c.attached = 0;
+        c.parked = 0;
+        c.parked_bytes = 0;
+        c.closed = 0;
+        for e in self.entries.values() {
+            match e.state {
+                EntryState::Attached => c.attached += 1,
+                EntryState::Parked { retained, .. } => {
+                    c.parked += 1;
+                    c.parked_bytes += retained;
+                }
+                EntryState::Closed { .. } => c.closed += 1,
+            }
+        }
+        c
+    }
+
+    /// Sessions attached or parked.
+    pub fn live(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|e| !matches!(e.state, EntryState::Closed { .. }))
+            .count()
+    }
+
+    fn reject(code: Code) -> Admission {
+        Admission::Reject {
+            reply: ServerReply::Reject { code, detail: 0 }.to_bytes(),
+            code,
+        }
+    }
+
+    /// Decides about a client's first message on a new transport.
+    pub fn admit(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        info: TransportInfo,
+        hello: ClientHello,
+        entropy: &mut dyn Entropy,
+    ) -> Admission {
+        self.handle_timeout(now);
+        match hello {
+            ClientHello::Fresh(params) => {
+                if self.live() >= self.cfg.max_sessions {
+                    return Self::reject(Code::Busy);
+                }
+                let mut id = SessionId([0; SESSION_ID_LEN]);
+                // A collision of 128 random bits means broken entropy; refuse
+                // rather than hand out someone else's session.
+                entropy.fill(&mut id.0);
+                if self.entries.contains_key(&id) {
+                    return Self::reject(Code::Busy);
+                }
+                let mut secret = [0u8; SECRET_LEN];
+                entropy.fill(&mut secret);
+                self.entries.insert(
+                    id,
+                    Entry {
+                        secret,
+                        last_attempt: 0,
+                        state: EntryState::Attached,
+                    },
+                );
+                let session =
+                    Session::server(self.cfg.clone(), now, transport, info, params, id, secret);
+                Admission::Fresh(Box::new(session))
+            }
+            ClientHello::Resume(r) => {
+                // Unknown id, wrong proof, replay and expiry all get one answer.
+                let Some(entry) = self.entries.get_mut(&r.session_id) else {
+                    self.counts.rejected_resumes += 1;
+                    return Self::reject(Code::UnknownSession);
+                };
+                if !verify_resume(
+                    &entry.secret,
+                    &r.session_id,
+                    r.attempt,
+                    r.received,
+                    &r.proof,
+                ) || r.attempt <= entry.last_attempt
+                {
+                    self.counts.rejected_resumes += 1;
+                    return Self::reject(Code::UnknownSession);
+                }
+                entry.last_attempt = r.attempt;
+                if let EntryState::Closed { .. } = entry.state {
+                    return Self::reject(Code::SessionClosed);
+                }
+                entry.state = EntryState::Attached;
+                Admission::Resume {
+                    session_id: r.session_id,
+                    resume: VerifiedResume {
+                        attempt: r.attempt,
+                        received: r.received,
+                        params: r.params,
+                    },
+                }
+            }
+        }
+    }
+
+    /// The session lost its transport ([`crate::Event::Parked`]) and retains
+    /// `retained` bytes. May evict older parked sessions (see [`Self::poll_event`]).
+    pub fn parked(&mut self, now: Instant, id: SessionId, retained: u64) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            if !matches!(e.state, EntryState::Closed { .. }) {
+                e.state = EntryState::Parked {
+                    since: now,
+                    retained,
+                };
+            }
+        }
+        self.enforce_limits();
+    }
+
+    /// The session ended ([`crate::Event::Finished`]). A clean end is
+    /// remembered for the maximum reconnect time, so a client whose last CLOSE
+    /// was lost learns the session closed.
+    pub fn finished(&mut self, now: Instant, id: SessionId, outcome: &Result<(), SessionError>) {
+        match outcome {
+            Ok(()) => {
+                if let Some(e) = self.entries.get_mut(&id) {
+                    e.state = EntryState::Closed {
+                        until: now + self.cfg.max_reconnect_time,
+                    };
+                }
+                self.enforce_limits();
+            }
+            Err(_) => {
+                self.entries.remove(&id);
+            }
+        }
+    }
+
+    fn enforce_limits(&mut self) {
+        // Closed tombstones are cheap but still bounded.
+        loop {
+            let closed: Vec<(Instant, SessionId)> = self
+                .entries
+                .iter()
+                .filter_map(|(id, e)| match e.state {
+                    EntryState::Closed { until } => Some((until, *id)),
+                    _ => None,
+                })
+                .collect();
+            if closed.len() <= self.cfg.max_parked {
+                break;
+            }
+            if let Some((_, id)) = closed.iter().min() {
+                self.entries.remove(id);
+            }
+        }
+        loop {
+            let c = self.counts();
+            if c.parked <= self.cfg.max_parked && c.parked_bytes <= self.cfg.parked_bytes_budget {
+                break;
+            }
+            let oldest = self
+                .entries
+                .iter()
+                .filter_map(|(id, e)| match e.state {
+                    EntryState::Parked { since, .. } => Some((since, *id)),
+                    _ => None,
+                })
+                .min();
+            let Some((_, id)) = oldest else {
+                break;
+            };
+            self.entries.remove(&id);
+            self.counts.evicted += 1;
+            self.events.push(SetEvent::Evicted(id));
+        }
+    }
+
+    /// Forgets parked sessions and tombstones whose time ran out.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let max = self.cfg.max_reconnect_time;
+        let mut gone = Vec::new();
+        self.entries.retain(|id, e| match e.state {
+            EntryState::Parked { since, .. } if now >= since + max => {
+                gone.push(*id);
+                false
+            }
+            EntryState::Closed { until } => now < until,
+            _ => true,
+        });
+        self.counts.expired += gone.len() as u64;
+        self.events.extend(gone.into_iter().map(SetEvent::Expired));
+    }
+
+    /// When [`Self::handle_timeout`] next has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.entries
+            .values()
+            .filter_map(|e| match e.state {
+                EntryState::Parked { since, .. } => Some(since + self.cfg.max_reconnect_time),
+                EntryState::Closed { until } => Some(until),
+                EntryState::Attached => None,
+            })
+            .min()
+    }
+
+    /// Next eviction or expiry to act on.
+    pub fn poll_event(&mut self) -> Option<SetEvent> {
+        if self.events.is_empty() {
+            None
+        } else {
+            Some(self.events.remove(0))
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The resume handshake: proofs bound to (session id, attempt, count), and
+//! the server-side reader of a client's first message.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::config::Config;
+use crate::frame::{
+    ClientHello, Code, DecodeError, ServerReply, SessionId, PROOF_LEN, RESUME_LEN, SECRET_LEN,
+    VERSION,
+};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Domain labels keep a client's proof from being replayed as a server's.
+const RESUME_LABEL: &[u8] = b"ft-session v1 resume";
+const ACCEPT_LABEL: &[u8] = b"ft-session v1 accept";
+
+fn mac(
+    secret: &[u8; SECRET_LEN],
+    label: &[u8],
+    id: &SessionId,
+    attempt: u64,
+    count: u64,
+) -> HmacSha256 {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut m = <HmacSha256 as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    m.update(label);
+    m.update(&id.0);
+    m.update(&attempt.to_be_bytes());
+    m.update(&count.to_be_bytes());
+    m
+}
+
+/// The client's proof in a RESUME.
+pub fn resume_proof(
+    secret: &[u8; SECRET_LEN],
+    id: &SessionId,
+    attempt: u64,
+    received: u64,
+) -> [u8; PROOF_LEN] {
+    mac(secret, RESUME_LABEL, id, attempt, received)
+        .finalize()
+        .into_bytes()
+        .into()
+}
+
+/// The server's proof in a RESUME_OK.
+pub fn accept_proof(
+    secret: &[u8; SECRET_LEN],
+    id: &SessionId,
+    attempt: u64,
+    received: u64,
+) -> [u8; PROOF_LEN] {
+    mac(secret, ACCEPT_LABEL, id, attempt, received)
+        .finalize()
+        .into_bytes()
+        .into()
+}
+
+/// Constant-time check of a client's resume proof.
+pub fn verify_resume(
+    secret: &[u8; SECRET_LEN],
+    id: &SessionId,
+    attempt: u64,
+    received: u64,
+    proof: &[u8],
+) -> bool {
+    mac(secret, RESUME_LABEL, id, attempt, received)
+        .verify_slice(proof)
+        .is_ok()
+}
+
+/// Constant-time check of a server's accept proof.
+pub fn verify_accept(
+    secret: &[u8; SECRET_LEN],
+    id: &SessionId,
+    attempt: u64,
+    received: u64,
+    proof: &[u8],
+) -> bool {
+    mac(secret, ACCEPT_LABEL, id, attempt, received)
+        .verify_slice(proof)
+        .is_ok()
+}
+
+/// Source of random bytes for session ids, secrets and jitter. The core never
+/// reads OS randomness itself; adapters pass a CSPRNG.
+pub trait Entropy {
+    /// Fills `dest` with random bytes.
+    fn fill(&mut self, dest: &mut [u8]);
+}
+
+impl<F: FnMut(&mut [u8])> Entropy for F {
+    fn fill(&mut self, dest: &mut [u8]) {
+        self(dest)
+    }
+}
+
+/// Deterministic, NOT cryptographically secure entropy (splitmix64), for
+/// simulations and tests only: secrets from it can be predicted.
+#[derive(Debug, Clone)]
+pub struct SeededEntropy(u64);
+
+impl SeededEntropy {
+    /// A generator starting from `seed`.
+    pub fn new(seed: u64) -> Self {
+        SeededEntropy(seed)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+impl Entropy for SeededEntropy {
+    fn fill(&mut self, dest: &mut [u8]) {
+        for chunk in dest.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// Result of feeding bytes to a [`HandshakeReader`].
+#[derive(Debug)]
+pub enum HandshakeStep {
+    /// The message is incomplete: feed more.
+    NeedMore,
+    /// The client's message, and how many bytes of the last input it used;
+    /// the rest belongs to the session.
+    Hello {
+        /// The decoded message.
+        hello: ClientHello,
+        /// Bytes of the last `feed` input consumed.
+        consumed: usize,
+    },
+    /// Not a valid first message: write `reply` (if any) and close the transport.
+    Reject {
+        /// Bytes to send back before closing.
+        reply: Option<Bytes>,
+        /// What was wrong.
+        error: DecodeError,
+    },
+}
+
+/// Server side: reads a client's first message on a new transport, with a
+/// bounded buffer and a deadline, so a stalled or hostile peer costs at most
+/// one message and [`Config::handshake_timeout`].
+#[derive(Debug)]
+pub struct HandshakeReader {
+    buf: Vec<u8>,
+    deadline: Instant,
+    done: bool,
+}
+
+impl HandshakeReader {
+    /// A reader for a transport accepted at `now`.
+    pub fn new(now: Instant, config: &Config) -> Self {
+        HandshakeReader {
+            buf: Vec::with_capacity(RESUME_LEN),
+            deadline: now + config.handshake_timeout,
+            done: false,
+        }
+    }
+
+    /// When the transport must be dropped if no complete message arrived.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// True once `now` is past the deadline.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        !self.done && now >= self.deadline
+    }
+
+    /// Feeds bytes read from the transport.
+    pub fn feed(&mut self, data: &[u8]) -> HandshakeStep {
+        if self.done {
+            return HandshakeStep::NeedMore;
+        }
+        // Never hold more than the longest message.
+        let take = data.len().min(RESUME_LEN - self.buf.len());
+        let before = self.buf.len();
+        self.buf.extend_from_slice(&data[..take]);
+        match ClientHello::decode(&self.buf) {
+            Ok(None) => HandshakeStep::NeedMore,
+            Ok(Some((hello, used))) => {
+                self.done = true;
+                HandshakeStep::Hello {
+                    hello,
+                    consumed: used - before,
+                }
+            }
+            Err(error) => {
+                self.done = true;
+                let code = match error {
+                    DecodeError::UnsupportedVersion(_) => Code::UnsupportedVersion,
+                    DecodeError::BadMagic => {
+                        // Not our protocol: say nothing it could misread.
+                        return HandshakeStep::Reject { reply: None, error };
+                    }
+                    _ => Code::Malformed,
+                };
+                let reply = ServerReply::Reject {
+                    code,
+                    detail: u64::from(VERSION),
+                }
+                .to_bytes();
+                HandshakeStep::Reject {
+                    reply: Some(reply),
+                    error,
+                }
+            }
+        }
+    }
+}
+
+/// Encodes a client hello into a new buffer.
+pub(crate) fn encode_hello(h: &ClientHello) -> Bytes {
+    let mut b = BytesMut::with_capacity(h.encoded_len());
+    h.encode(&mut b);
+    b.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn proofs_bind_every_field_and_role() {
+        let s = [5u8; 32];
+        let id = SessionId([1; 16]);
+        let p = resume_proof(&s, &id, 2, 3);
+        assert!(verify_resume(&s, &id, 2, 3, &p));
+        assert!(!verify_resume(&s, &id, 3, 3, &p), "attempt is bound");
+        assert!(!verify_resume(&s, &id, 2, 4, &p), "count is bound");
+        assert!(
+            !verify_resume(&s, &SessionId([2; 16]), 2, 3, &p),
+            "id is bound"
+        );
+        assert!(!verify_resume(&[6; 32], &id, 2, 3, &p), "secret is bound");
+        assert!(
+            !verify_accept(&s, &id, 2, 3, &p),
+            "a client proof is no server proof"
+        );
+        assert!(
+            !verify_resume(&s, &id, 2, 3, &p[..31]),
+            "truncated proof fails"
+        );
+    }
+}

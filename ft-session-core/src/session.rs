@@ -1,0 +1,1295 @@
+//! One end of a fault-tolerant session: the sans-IO state machine.
+//!
+//! Inputs arrive through [`Session::handle_input`], outputs leave through
+//! [`Session::poll_output`]; [`Session::poll_timeout`] says when to call
+//! `handle_input(now, Input::Timeout)`. After every input or application
+//! call, drain `poll_output` until it returns `None`.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::config::{Config, ReleasePolicy, TransportInfo};
+use crate::error::{ReadError, SessionError, Violation, WriteError};
+use crate::frame::{
+    ClientHello, Code, Decoded, Frame, FrameDecoder, FrameHead, Head, Params, Resume, ServerReply,
+    SessionId, SECRET_LEN,
+};
+use crate::handshake::{accept_proof, encode_hello, resume_proof, verify_accept};
+use crate::stream_buffer::StreamBuffer;
+
+/// Identifies one transport of a session (a generation): inputs tagged with
+/// a superseded transport are ignored.
+pub type TransportId = u64;
+
+/// Which end of the session this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Connects and reconnects.
+    Client,
+    /// Accepts; parks the session while the client is away.
+    Server,
+}
+
+/// A resume the server's [`crate::ConnectionSet`] has authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedResume {
+    /// The attempt number (already checked to be fresh).
+    pub attempt: u64,
+    /// Bytes the client has received from this side.
+    pub received: u64,
+    /// The client's parameters on the new transport.
+    pub params: Params,
+}
+
+/// Something that happened outside the state machine.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// Client: the transport requested by [`Output::Connect`] is connected.
+    TransportUp {
+        /// The id from `Output::Connect`.
+        transport: TransportId,
+        /// Buffer sizes of the transport, if known.
+        info: TransportInfo,
+    },
+    /// Bytes arrived on a transport.
+    Received {
+        /// Where they arrived.
+        transport: TransportId,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// The transport failed or closed (or, client, could not be connected).
+    TransportLost {
+        /// Which one.
+        transport: TransportId,
+    },
+    /// A timer from [`Session::poll_timeout`] may have expired.
+    Timeout,
+    /// Server: an authenticated resume arrived on a new transport.
+    Resume {
+        /// The new transport (the adapter picks a fresh id).
+        transport: TransportId,
+        /// What the client sent.
+        resume: VerifiedResume,
+        /// Buffer sizes of the new transport, if known.
+        info: TransportInfo,
+    },
+    /// Server: the connection set evicted this parked session.
+    Evicted,
+}
+
+/// Bytes to write to a transport: `head` then `payload`. The adapter must
+/// finish writing one `Transmit` before it polls the next output.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    /// The transport to write to.
+    pub transport: TransportId,
+    /// Frame header, held inline (may be empty).
+    pub head: FrameHead,
+    /// Payload, shared with the stream buffer (no copy).
+    pub payload: Bytes,
+}
+
+impl Transmit {
+    /// Total bytes to write.
+    pub fn len(&self) -> usize {
+        self.head.as_slice().len() + self.payload.len()
+    }
+
+    /// True if there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies the bytes into `out` (for simple adapters and tests).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.head.as_slice());
+        out.extend_from_slice(&self.payload);
+    }
+}
+
+/// What the application and observers learn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The first handshake completed.
+    Established {
+        /// The session's id.
+        session_id: SessionId,
+    },
+    /// The current transport was lost (or declared dead).
+    TransportLost {
+        /// Which one.
+        transport: TransportId,
+    },
+    /// Server: the session waits for its client to resume.
+    Parked,
+    /// A resume handshake completed on a new transport.
+    Resumed {
+        /// The client's attempt number.
+        attempt: u64,
+        /// Bytes this side had received.
+        local_received: u64,
+        /// Bytes the peer had received.
+        peer_received: u64,
+    },
+    /// Bytes `[from, to)` are sent again after a resume.
+    Retransmit {
+        /// First offset.
+        from: u64,
+        /// One past the last offset.
+        to: u64,
+    },
+    /// The stream buffer released bytes before `up_to`.
+    Released {
+        /// New start of the stream buffer.
+        up_to: u64,
+        /// Bytes released by this step.
+        bytes: u64,
+    },
+    /// Bytes (or end of stream) can be read.
+    Readable,
+    /// `send`/`write` can accept bytes again.
+    Writable,
+    /// The peer finished its direction: reads return 0 once drained.
+    PeerFinished,
+    /// The session ended: `Ok` after a clean close, else why. Last event.
+    Finished(Result<(), SessionError>),
+}
+
+/// Something for the adapter to do.
+#[derive(Debug)]
+pub enum Output {
+    /// Write these bytes.
+    Transmit(Transmit),
+    /// Client: open a new transport and report it with `TransportUp` (or
+    /// `TransportLost` if it fails).
+    Connect {
+        /// Id for the new transport.
+        transport: TransportId,
+    },
+    /// Close this transport and stop reading it.
+    DropTransport {
+        /// Which one.
+        transport: TransportId,
+    },
+    /// Tell the application.
+    Event(Event),
+}
+
+/// Where the session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Client: waiting for a requested transport to connect.
+    Connecting,
+    /// Client: hello or resume sent, waiting for the answer.
+    Handshaking,
+    /// Client: waiting before the next reconnect attempt.
+    Backoff,
+    /// Data flows.
+    Established,
+    /// Server: transport lost, waiting for the client.
+    Parked,
+    /// Ended (see [`Session::error`]).
+    Finished,
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Resume handshakes completed.
+    pub resumes: u64,
+    /// Transports lost or declared dead.
+    pub transports_lost: u64,
+    /// Connect attempts requested (client).
+    pub connect_attempts: u64,
+    /// Bytes sent again after resumes.
+    pub retransmitted_bytes: u64,
+    /// Bytes released from the stream buffer.
+    pub released_bytes: u64,
+    /// Payload bytes received.
+    pub received_bytes: u64,
+    /// Payload bytes accepted from the application.
+    pub written_bytes: u64,
+    /// Most bytes ever retained at once.
+    pub max_retained: u64,
+}
+
+/// One end of a session. See the crate docs for the drive loop.
+#[derive(Debug)]
+pub struct Session {
+    role: Role,
+    cfg: Config,
+    now: Instant,
+    state: SessionState,
+    id: Option<SessionId>,
+    secret: Option<[u8; SECRET_LEN]>,
+    transport: Option<TransportId>,
+    next_transport: TransportId,
+    info: TransportInfo,
+    decoder: FrameDecoder,
+    hs_buf: Vec<u8>,
+    out: VecDeque<Output>,
+    rng: u64,
+
+    // Sending side.
+    sbuf: StreamBuffer,
+    tail: BytesMut,
+    cursor: u64,
+    high: u64,
+    peer_acked: u64,
+    fin_requested: bool,
+    close_requested: bool,
+    fin_on_transport: bool,
+    fin_sent: bool,
+    close_on_transport: bool,
+    close_sent: bool,
+    write_blocked: bool,
+    peer_params: Params,
+
+    // Receiving side.
+    received: u64,
+    rbuf: BytesMut,
+    peer_fin: Option<u64>,
+    peer_close_requested: bool,
+    acked_sent: u64,
+    pending_ack: bool,
+    pending_heartbeat: bool,
+
+    // Timers.
+    last_rx: Instant,
+    last_tx: Instant,
+    handshake_deadline: Option<Instant>,
+    reconnect_deadline: Option<Instant>,
+    next_attempt: Option<Instant>,
+    failures: u32,
+    attempt: u64,
+
+    error: Option<SessionError>,
+    stats: Stats,
+}
+
+impl Session {
+    fn new(role: Role, cfg: Config, now: Instant, seed: u64) -> Self {
+        let decoder = FrameDecoder::new(cfg.max_frame_payload);
+        Session {
+            role,
+            now,
+            state: SessionState::Connecting,
+            id: None,
+            secret: None,
+            transport: None,
+            next_transport: 0,
+            info: TransportInfo::default(),
+            decoder,
+            hs_buf: Vec::new(),
+            out: VecDeque::new(),
+            rng: seed | 1,
+            sbuf: StreamBuffer::new(),
+            tail: BytesMut::new(),
+            cursor: 0,
+            high: 0,
+            peer_acked: 0,
+            fin_requested: false,
+            close_requested: false,
+            fin_on_transport: false,
+            fin_sent: false,
+            close_on_transport: false,
+            close_sent: false,
+            write_blocked: false,
+            peer_params: Params::default(),
+            received: 0,
+            rbuf: BytesMut::new(),
+            peer_fin: None,
+            peer_close_requested: false,
+            acked_sent: 0,
+            pending_ack: false,
+            pending_heartbeat: false,
+            last_rx: now,
+            last_tx: now,
+            handshake_deadline: None,
+            reconnect_deadline: Some(now + cfg.max_reconnect_time),
+            next_attempt: None,
+            failures: 0,
+            attempt: 0,
+            error: None,
+            stats: Stats::default(),
+            cfg,
+        }
+    }
+
+    /// A client session; its first output asks for a transport. `seed`
+    /// drives reconnect jitter. An invalid `config` fails the session at once.
+    pub fn client(config: Config, now: Instant, seed: u64) -> Session {
+        let mut s = Session::new(Role::Client, config, now, seed);
+        if let Err(e) = s.cfg.validate() {
+            s.fail(e);
+            return s;
+        }
+        s.start_connect();
+        s
+    }
+
+    /// A server session for a fresh hello (normally made by
+    /// [`crate::ConnectionSet::admit`]); its first output is the server hello.
+    pub fn server(
+        config: Config,
+        now: Instant,
+        transport: TransportId,
+        info: TransportInfo,
+        client_params: Params,
+        session_id: SessionId,
+        secret: [u8; SECRET_LEN],
+    ) -> Session {
+        // A server never reconnects, so it needs no jitter seed.
+        let mut s = Session::new(Role::Server, config, now, 1);
+        s.id = Some(session_id);
+        s.secret = Some(secret);
+        s.transport = Some(transport);
+        s.info = info;
+        s.peer_params = client_params;
+        if let Err(e) = s.cfg.validate() {
+            s.fail(e);
+            return s;
+        }
+        let reply = ServerReply::Accept {
+            session_id,
+            secret,
+            params: s.own_params(),
+        };
+        s.push_transmit(transport, FrameHead::EMPTY, reply.to_bytes());
+        s.established(now);
+        s.emit(Event::Established { session_id });
+        if let Err(e) = s.check_implicit() {
+            s.fail(e);
+        }
+        s
+    }
+
+    // ---- getters ----
+
+    /// Client or server.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The session id, once known.
+    pub fn session_id(&self) -> Option<SessionId> {
+        self.id
+    }
+
+    /// Current state.
+    pub fn state(&self) -> SessionState {
+        self.state
+    }
+
+    /// The error that ended the session, if it failed.
+    pub fn error(&self) -> Option<&SessionError> {
+        self.error.as_ref()
+    }
+
+    /// True once the session has ended (cleanly or not).
+    pub fn is_finished(&self) -> bool {
+        self.state == SessionState::Finished
+    }
+
+    /// The transport in use, if any.
+    pub fn transport(&self) -> Option<TransportId> {
+        self.transport
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Payload bytes received from the peer.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Bytes retained in the stream buffer (written and not yet released).
+    pub fn retained(&self) -> u64 {
+        self.sbuf.len() + self.tail.len() as u64
+    }
+
+    /// Offset of the oldest retained byte.
+    pub fn retained_from(&self) -> u64 {
+        self.sbuf.start()
+    }
+
+    /// The most bytes the stream buffer may hold under the current policy.
+    pub fn retain_capacity(&self) -> u64 {
+        let cap = self.cfg.send_buffer_capacity as u64;
+        match self.cfg.release_policy {
+            ReleasePolicy::Ack => cap,
+            ReleasePolicy::Implicit => cap + self.implicit_bound().unwrap_or(0),
+        }
+    }
+
+    /// Bytes `send`/`write` would accept now.
+    pub fn send_capacity(&self) -> usize {
+        if self.state == SessionState::Finished || self.fin_requested {
+            return 0;
+        }
+        let queued_end = self.sbuf.end() + self.tail.len() as u64;
+        let used = match self.cfg.release_policy {
+            ReleasePolicy::Ack => queued_end - self.sbuf.start(),
+            ReleasePolicy::Implicit => queued_end - self.high.max(self.sbuf.start()),
+        };
+        (self.cfg.send_buffer_capacity as u64).saturating_sub(used) as usize
+    }
+
+    /// Received bytes waiting to be read.
+    pub fn readable(&self) -> usize {
+        self.rbuf.len()
+    }
+
+    /// False while the receive queue is full: the adapter should stop reading
+    /// the transport until the application reads (TCP then pushes back).
+    pub fn wants_input(&self) -> bool {
+        self.rbuf.len() < self.cfg.recv_buffer_capacity
+    }
+
+    /// True once everything written was handed to the transport and the
+    /// session has nothing queued to transmit.
+    pub fn is_flushed(&self) -> bool {
+        self.tail.is_empty() && self.cursor == self.sbuf.end() && self.out.is_empty()
+    }
+
+    // ---- application calls ----
+
+    fn check_writable(&mut self) -> Result<usize, WriteError> {
+        if let Some(e) = &self.error {
+            return Err(WriteError::Session(e.clone()));
+        }
+        if self.state == SessionState::Finished {
+            return Err(WriteError::Session(SessionError::Closed));
+        }
+        if self.fin_requested {
+            if self.peer_close_requested && !self.close_requested {
+                return Err(WriteError::Session(SessionError::ClosedByPeer {
+                    undelivered: 0,
+                }));
+            }
+            return Err(WriteError::Finished);
+        }
+        let cap = self.send_capacity();
+        if cap == 0 {
+            self.write_blocked = true;
+            return Err(WriteError::Blocked);
+        }
+        Ok(cap)
+    }
+
+    /// Queues bytes without copying: takes as much of `data` as fits (split
+    /// off its front) and leaves the rest. Returns the bytes taken.
+    pub fn send(&mut self, data: &mut Bytes) -> Result<usize, WriteError> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let cap = self.check_writable()?;
+        let n = cap.min(data.len());
+        self.flush_tail();
+        self.sbuf.push(data.split_to(n));
+        self.after_write(n);
+        Ok(n)
+    }
+
+    /// Copies bytes in; returns how many fit.
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let cap = self.check_writable()?;
+        let n = cap.min(data.len());
+        self.tail.extend_from_slice(&data[..n]);
+        if self.tail.len() >= self.cfg.max_frame_payload as usize {
+            self.flush_tail();
+        }
+        self.after_write(n);
+        Ok(n)
+    }
+
+    fn after_write(&mut self, n: usize) {
+        self.stats.written_bytes += n as u64;
+        self.stats.max_retained = self.stats.max_retained.max(self.retained());
+    }
+
+    fn flush_tail(&mut self) {
+        if !self.tail.is_empty() {
+            let chunk = self.tail.split().freeze();
+            self.sbuf.push(chunk);
+        }
+    }
+
+    /// Reads received bytes. `Ok(0)` is end of stream (the peer finished and
+    /// everything was read, or the session closed cleanly).
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
+        if !self.rbuf.is_empty() {
+            let n = buf.len().min(self.rbuf.len());
+            buf[..n].copy_from_slice(&self.rbuf[..n]);
+            self.rbuf.advance(n);
+            return Ok(n);
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if let Some(e) = &self.error {
+            return Err(ReadError::Session(e.clone()));
+        }
+        if self.peer_fin.is_some() || self.state == SessionState::Finished {
+            return Ok(0);
+        }
+        Err(ReadError::Blocked)
+    }
+
+    /// Takes all received bytes at once (no copy when the receive buffer is
+    /// not shared).
+    pub fn read_chunk(&mut self) -> Result<Bytes, ReadError> {
+        if !self.rbuf.is_empty() {
+            return Ok(self.rbuf.split().freeze());
+        }
+        if let Some(e) = &self.error {
+            return Err(ReadError::Session(e.clone()));
+        }
+        if self.peer_fin.is_some() || self.state == SessionState::Finished {
+            return Ok(Bytes::new());
+        }
+        Err(ReadError::Blocked)
+    }
+
+    /// Half-close: no more data will be sent; the peer reads end of stream
+    /// after everything already written.
+    pub fn shutdown(&mut self) {
+        self.fin_requested = true;
+    }
+
+    /// Closes the session cleanly: finishes this direction, asks the peer to
+    /// finish its own, and ends with `Finished(Ok)` once both sides know
+    /// every byte arrived.
+    pub fn close(&mut self) {
+        self.fin_requested = true;
+        self.close_requested = true;
+    }
+
+    /// Ends the session at once and tells the peer (if connected) with `code`.
+    /// Application codes are 0x1000..=0xFFFF; smaller values are reserved for
+    /// the protocol and are raised to 0x1000.
+    pub fn abort(&mut self, code: u16) {
+        self.fail(SessionError::Aborted {
+            code: Code::Application(code.max(crate::frame::APPLICATION_CODE_BASE)),
+            by_peer: false,
+        });
+    }
+
+    // ---- inputs ----
+
+    /// Feeds one input.
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.now = now.max(self.now);
+        if self.state == SessionState::Finished {
+            // Late transports of a finished session are simply dropped.
+            if let Input::TransportUp { transport, .. } | Input::Resume { transport, .. } = input {
+                self.out.push_back(Output::DropTransport { transport });
+            }
+            return;
+        }
+        match input {
+            Input::TransportUp { transport, info } => self.on_transport_up(transport, info),
+            Input::Received { transport, data } => {
+                if self.transport == Some(transport) {
+                    self.on_received(data);
+                }
+            }
+            Input::TransportLost { transport } => {
+                if self.transport == Some(transport) {
+                    self.on_transport_lost();
+                }
+            }
+            Input::Timeout => self.on_timeout(),
+            Input::Resume {
+                transport,
+                resume,
+                info,
+            } => self.on_resume(transport, resume, info),
+            Input::Evicted => self.fail(SessionError::Evicted),
+        }
+    }
+
+    fn on_transport_up(&mut self, transport: TransportId, info: TransportInfo) {
+        if self.role != Role::Client
+            || self.transport != Some(transport)
+            || self.state != SessionState::Connecting
+        {
+            self.out.push_back(Output::DropTransport { transport });
+            return;
+        }
+        self.info = info;
+        self.state = SessionState::Handshaking;
+        self.last_rx = self.now;
+        let hello = match (self.id, self.secret) {
+            (Some(session_id), Some(secret)) => ClientHello::Resume(Resume {
+                session_id,
+                attempt: self.attempt,
+                received: self.received,
+                params: self.own_params(),
+                proof: resume_proof(&secret, &session_id, self.attempt, self.received),
+            }),
+            _ => ClientHello::Fresh(self.own_params()),
+        };
+        self.push_transmit(transport, FrameHead::EMPTY, encode_hello(&hello));
+    }
+
+    fn on_received(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.last_rx = self.now;
+        match self.state {
+            SessionState::Handshaking => {
+                // Hold at most one reply plus what followed it in this read.
+                self.hs_buf.extend_from_slice(data);
+                let buf = std::mem::take(&mut self.hs_buf);
+                match ServerReply::decode(&buf) {
+                    Ok(None) => self.hs_buf = buf,
+                    Ok(Some((reply, used))) => {
+                        self.on_server_reply(reply);
+                        if self.state == SessionState::Established && used < buf.len() {
+                            self.on_frames(&buf[used..]);
+                        }
+                    }
+                    Err(e) => self.fail(SessionError::ProtocolViolation(e.into())),
+                }
+            }
+            SessionState::Established => self.on_frames(data),
+            _ => {}
+        }
+    }
+
+    fn on_frames(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && self.state == SessionState::Established {
+            let (used, item) = match self.decoder.decode(data) {
+                Ok(x) => x,
+                Err(e) => return self.fail(SessionError::ProtocolViolation(e.into())),
+            };
+            data = &data[used..];
+            let Some(item) = item else {
+                continue;
+            };
+            let result = match item {
+                Decoded::Head(Head::Data { offset, .. }) => {
+                    if self.peer_fin.is_some() {
+                        Err(Violation::FinOffset {
+                            fin: self.peer_fin.unwrap_or(0),
+                            received: self.received,
+                        })
+                    } else if offset != self.received {
+                        Err(Violation::DataOffset {
+                            got: offset,
+                            expected: self.received,
+                        })
+                    } else {
+                        Ok(())
+                    }
+                }
+                Decoded::Payload(p) => {
+                    self.on_payload(p);
+                    Ok(())
+                }
+                Decoded::Head(Head::Control(f)) => self.on_control(f),
+            };
+            if let Err(v) = result {
+                return self.fail(SessionError::ProtocolViolation(v));
+            }
+        }
+    }
+
+    fn on_payload(&mut self, p: &[u8]) {
+        let was_empty = self.rbuf.is_empty();
+        self.rbuf.extend_from_slice(p);
+        self.received += p.len() as u64;
+        self.stats.received_bytes += p.len() as u64;
+        if was_empty {
+            self.emit(Event::Readable);
+        }
+        if self.peer_params.wants_acks {
+            let every = (self.peer_params.retain_capacity / 4).max(1);
+            if self.received - self.acked_sent >= every {
+                self.pending_ack = true;
+            }
+        }
+    }
+
+    fn on_control(&mut self, f: Frame) -> Result<(), Violation> {
+        match f {
+            Frame::Data { .. } | Frame::Heartbeat => {}
+            Frame::Ack { received } => {
+                if received > self.high {
+                    return Err(Violation::AckBeyondSent {
+                        acked: received,
+                        sent: self.high,
+                    });
+                }
+                if received < self.peer_acked {
+                    return Err(Violation::AckRegressed {
+                        previous: self.peer_acked,
+                        acked: received,
+                    });
+                }
+                self.peer_acked = received;
+                self.release_to(received);
+            }
+            Frame::Fin { offset, close } => {
+                if offset != self.received || self.peer_fin.is_some_and(|f| f != offset) {
+                    return Err(Violation::FinOffset {
+                        fin: offset,
+                        received: self.received,
+                    });
+                }
+                if self.peer_fin.is_none() {
+                    self.peer_fin = Some(offset);
+                    self.emit(Event::PeerFinished);
+                    self.emit(Event::Readable);
+                    // The peer has everything we acknowledge, so tell it now:
+                    // its close waits for nothing else.
+                    if self.peer_params.wants_acks && self.acked_sent < self.received {
+                        self.pending_ack = true;
+                    }
+                }
+                if close {
+                    self.peer_close_requested = true;
+                    self.fin_requested = true;
+                }
+            }
+            Frame::Close => {
+                if self.peer_fin.is_none() {
+                    return Err(Violation::CloseBeforeFin);
+                }
+                match self.role {
+                    // The client closes first; the server answers and ends.
+                    Role::Server => {
+                        if !self.fin_sent {
+                            return Err(Violation::CloseBeforeFin);
+                        }
+                        let end = self.sbuf.end();
+                        self.release_to(end);
+                        if let Some(t) = self.transport {
+                            self.push_transmit(t, FrameHead::control(&Frame::Close), Bytes::new());
+                        }
+                        self.finish_ok();
+                    }
+                    Role::Client => {
+                        if !self.close_sent {
+                            return Err(Violation::CloseBeforeFin);
+                        }
+                        let end = self.sbuf.end();
+                        self.release_to(end);
+                        self.finish_ok();
+                    }
+                }
+            }
+            Frame::Abort { code } => {
+                self.end(Err(SessionError::from_peer_abort(code)), false);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_server_reply(&mut self, reply: ServerReply) {
+        match reply {
+            ServerReply::Accept {
+                session_id,
+                secret,
+                params,
+            } => {
+                if self.id.is_some() {
+                    return self.fail(SessionError::ProtocolViolation(Violation::WrongSessionId));
+                }
+                self.id = Some(session_id);
+                self.secret = Some(secret);
+                self.peer_params = params;
+                self.established(self.now);
+                self.emit(Event::Established { session_id });
+                if let Err(e) = self.check_implicit() {
+                    self.fail(e);
+                }
+            }
+            ServerReply::Resumed {
+                session_id,
+                received,
+                params,
+                proof,
+            } => {
+                let (Some(id), Some(secret)) = (self.id, self.secret) else {
+                    return self.fail(SessionError::ProtocolViolation(Violation::WrongSessionId));
+                };
+                if session_id != id {
+                    return self.fail(SessionError::ProtocolViolation(Violation::WrongSessionId));
+                }
+                if !verify_accept(&secret, &id, self.attempt, received, &proof) {
+                    return self.fail(SessionError::ProtocolViolation(Violation::BadServerProof));
+                }
+                self.peer_params = params;
+                if let Err(e) = self.resume_from(received) {
+                    // Tell the server on this transport before leaving it.
+                    self.state = SessionState::Established;
+                    return self.fail(e);
+                }
+                let attempt = self.attempt;
+                self.established(self.now);
+                self.emit(Event::Resumed {
+                    attempt,
+                    local_received: self.received,
+                    peer_received: received,
+                });
+                if let Err(e) = self.check_implicit() {
+                    self.fail(e);
+                }
+            }
+            ServerReply::Reject { code, detail } => {
+                let outcome = match code {
+                    Code::Busy => {
+                        // Transient: try again later.
+                        return self.on_transport_lost();
+                    }
+                    Code::UnknownSession => Err(SessionError::UnknownSession),
+                    Code::UnsupportedVersion => {
+                        Err(SessionError::UnsupportedVersion { server: detail })
+                    }
+                    Code::Malformed => Err(Violation::RejectedAsMalformed.into()),
+                    Code::SessionClosed if self.close_sent => Ok(()),
+                    Code::SessionClosed => Err(Violation::UnexpectedSessionClosed.into()),
+                    Code::DataLost => Err(SessionError::DataLost {
+                        needed: self.received,
+                        retained_from: detail,
+                    }),
+                    code => Err(SessionError::from_peer_abort(code)),
+                };
+                if let Ok(()) = outcome {
+                    let end = self.sbuf.end();
+                    self.release_to(end);
+                }
+                self.end(outcome, false);
+            }
+        }
+    }
+
+    fn on_resume(&mut self, transport: TransportId, resume: VerifiedResume, info: TransportInfo) {
+        if self.role != Role::Server {
+            self.out.push_back(Output::DropTransport { transport });
+            return;
+        }
+        if let Some(old) = self.transport.take() {
+            // The half-open case: the server still believed in the old transport.
+            self.lose_transport(old);
+        }
+        self.transport = Some(transport);
+        self.info = info;
+        self.peer_params = resume.params;
+        self.attempt = resume.attempt;
+        if let Err(e) = self.resume_from(resume.received) {
+            let (code, detail) = match &e {
+                SessionError::DataLost { retained_from, .. } => (Code::DataLost, *retained_from),
+                _ => (Code::ProtocolViolation, 0),
+            };
+            let reply = ServerReply::Reject { code, detail };
+            self.push_transmit(transport, FrameHead::EMPTY, reply.to_bytes());
+            return self.end(Err(e), false);
+        }
+        let (Some(session_id), Some(secret)) = (self.id, self.secret) else {
+            return self.fail(SessionError::Config("server session without id"));
+        };
+        let reply = ServerReply::Resumed {
+            session_id,
+            received: self.received,
+            params: self.own_params(),
+            proof: accept_proof(&secret, &session_id, resume.attempt, self.received),
+        };
+        self.push_transmit(transport, FrameHead::EMPTY, reply.to_bytes());
+        self.established(self.now);
+        self.emit(Event::Resumed {
+            attempt: resume.attempt,
+            local_received: self.received,
+            peer_received: resume.received,
+        });
+        if let Err(e) = self.check_implicit() {
+            self.fail(e);
+        }
+    }
+
+    /// Applies the peer's count after a resume: releases what it has, and
+    /// rewinds the transmit cursor to what it misses.
+    fn resume_from(&mut self, peer_received: u64) -> Result<(), SessionError> {
+        if peer_received > self.high {
+            return Err(Violation::CountAhead {
+                claimed: peer_received,
+                sent: self.high,
+            }
+            .into());
+        }
+        if peer_received < self.sbuf.start() {
+            return Err(SessionError::DataLost {
+                needed: peer_received,
+                retained_from: self.sbuf.start(),
+            });
+        }
+        self.peer_acked = self.peer_acked.max(peer_received);
+        self.release_to(peer_received);
+        if peer_received < self.high {
+            self.emit(Event::Retransmit {
+                from: peer_received,
+                to: self.high,
+            });
+            self.stats.retransmitted_bytes += self.high - peer_received;
+        }
+        self.cursor = peer_received;
+        self.stats.resumes += 1;
+        Ok(())
+    }
+
+    fn established(&mut self, now: Instant) {
+        self.state = SessionState::Established;
+        self.decoder = FrameDecoder::new(self.cfg.max_frame_payload);
+        self.hs_buf = Vec::new();
+        self.last_rx = now;
+        self.last_tx = now;
+        self.handshake_deadline = None;
+        self.reconnect_deadline = None;
+        self.next_attempt = None;
+        self.failures = 0;
+        self.fin_on_transport = false;
+        self.close_on_transport = false;
+        self.pending_heartbeat = false;
+        // After a resume the peer learns our count from the handshake.
+        self.acked_sent = self.received;
+        self.pending_ack = false;
+    }
+
+    fn on_transport_lost(&mut self) {
+        let Some(t) = self.transport.take() else {
+            return;
+        };
+        let was_established = self.state == SessionState::Established;
+        self.lose_transport(t);
+        if self.reconnect_deadline.is_none() {
+            self.reconnect_deadline = Some(self.now + self.cfg.max_reconnect_time);
+        }
+        match self.role {
+            Role::Server => {
+                self.state = SessionState::Parked;
+                self.emit(Event::Parked);
+            }
+            Role::Client if was_established => self.start_connect(),
+            Role::Client => self.schedule_backoff(),
+        }
+    }
+
+    fn lose_transport(&mut self, t: TransportId) {
+        self.out.push_back(Output::DropTransport { transport: t });
+        self.emit(Event::TransportLost { transport: t });
+        self.stats.transports_lost += 1;
+        self.hs_buf.clear();
+        self.decoder = FrameDecoder::new(self.cfg.max_frame_payload);
+        self.handshake_deadline = None;
+    }
+
+    fn start_connect(&mut self) {
+        self.next_transport += 1;
+        let t = self.next_transport;
+        self.transport = Some(t);
+        self.attempt += 1;
+        self.stats.connect_attempts += 1;
+        self.state = SessionState::Connecting;
+        self.next_attempt = None;
+        self.handshake_deadline = Some(self.now + self.cfg.handshake_timeout);
+        self.out.push_back(Output::Connect { transport: t });
+    }
+
+    fn schedule_backoff(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+        let exp = self.failures.saturating_sub(1).min(20);
+        let base = self
+            .cfg
+            .backoff_initial
+            .saturating_mul(1u32 << exp)
+            .min(self.cfg.backoff_max);
+        // Jitter in [base/2, base): clients that lost one server do not return in lockstep.
+        let r = self.next_random() % 1024;
+        let delay = base / 2 + base.mul_f64(r as f64 / 2048.0);
+        self.state = SessionState::Backoff;
+        self.next_attempt = Some(self.now + delay.max(Duration::from_millis(1)));
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64: jitter only, not security.
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    fn on_timeout(&mut self) {
+        let now = self.now;
+        match self.state {
+            SessionState::Connecting
+            | SessionState::Handshaking
+            | SessionState::Backoff
+            | SessionState::Parked => {
+                if self.reconnect_deadline.is_some_and(|d| now >= d) {
+                    if let Some(t) = self.transport.take() {
+                        self.out.push_back(Output::DropTransport { transport: t });
+                    }
+                    return self.end(Err(SessionError::Expired), false);
+                }
+                if self.handshake_deadline.is_some_and(|d| now >= d) {
+                    self.on_transport_lost();
+                } else if self.state == SessionState::Backoff
+                    && self.next_attempt.is_some_and(|d| now >= d)
+                {
+                    self.start_connect();
+                }
+            }
+            SessionState::Established => {
+                if !self.wants_input() {
+                    // We stopped reading: silence proves nothing.
+                    self.last_rx = now;
+                }
+                if now >= self.last_rx + self.cfg.idle_timeout {
+                    return self.on_transport_lost();
+                }
+                if now >= self.last_tx + self.cfg.heartbeat_interval {
+                    self.pending_heartbeat = true;
+                    if self.peer_params.wants_acks && self.acked_sent < self.received {
+                        self.pending_ack = true;
+                    }
+                }
+            }
+            SessionState::Finished => {}
+        }
+    }
+
+    /// The earliest time at which `handle_input(now, Input::Timeout)` has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            SessionState::Connecting | SessionState::Handshaking | SessionState::Parked => {
+                min_opt(self.reconnect_deadline, self.handshake_deadline)
+            }
+            SessionState::Backoff => min_opt(self.reconnect_deadline, self.next_attempt),
+            SessionState::Established => {
+                let idle = self.last_rx + self.cfg.idle_timeout;
+                let hb = self.last_tx + self.cfg.heartbeat_interval;
+                Some(if self.pending_heartbeat {
+                    idle
+                } else {
+                    idle.min(hb)
+                })
+            }
+            SessionState::Finished => None,
+        }
+    }
+
+    // ---- outputs ----
+
+    /// The next thing to do, or `None` when there is nothing until new input
+    /// or the next timeout.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(o) = self.out.pop_front() {
+            return Some(o);
+        }
+        if self.state != SessionState::Established {
+            return None;
+        }
+        let t = self.transport?;
+        if self.pending_ack {
+            self.pending_ack = false;
+            self.acked_sent = self.received;
+            return Some(self.control(
+                t,
+                Frame::Ack {
+                    received: self.received,
+                },
+            ));
+        }
+        if self.cursor == self.sbuf.end() {
+            self.flush_tail();
+        }
+        if self.cursor < self.sbuf.end() {
+            let max = self.cfg.max_frame_payload as usize;
+            if let Some(payload) = self.sbuf.slice(self.cursor, max) {
+                let head = FrameHead::data(self.cursor, payload.len() as u32);
+                self.cursor += payload.len() as u64;
+                if self.cursor > self.high {
+                    self.high = self.cursor;
+                    self.release_implicit();
+                }
+                self.last_tx = self.now;
+                self.pending_heartbeat = false;
+                return Some(Output::Transmit(Transmit {
+                    transport: t,
+                    head,
+                    payload,
+                }));
+            }
+        }
+        if self.fin_requested && !self.fin_on_transport && self.cursor == self.sbuf.end() {
+            self.fin_on_transport = true;
+            self.fin_sent = true;
+            let fin = Frame::Fin {
+                offset: self.sbuf.end(),
+                close: self.close_requested,
+            };
+            return Some(self.control(t, fin));
+        }
+        if self.role == Role::Client
+            && self.fin_on_transport
+            && self.peer_fin.is_some()
+            && !self.close_on_transport
+        {
+            self.close_on_transport = true;
+            self.close_sent = true;
+            return Some(self.control(t, Frame::Close));
+        }
+        if self.pending_heartbeat {
+            self.pending_heartbeat = false;
+            return Some(self.control(t, Frame::Heartbeat));
+        }
+        None
+    }
+
+    fn control(&mut self, t: TransportId, f: Frame) -> Output {
+        self.last_tx = self.now;
+        self.pending_heartbeat = false;
+        Output::Transmit(Transmit {
+            transport: t,
+            head: FrameHead::control(&f),
+            payload: Bytes::new(),
+        })
+    }
+
+    fn push_transmit(&mut self, transport: TransportId, head: FrameHead, payload: Bytes) {
+        self.last_tx = self.now;
+        self.out.push_back(Output::Transmit(Transmit {
+            transport,
+            head,
+            payload,
+        }));
+    }
+
+    fn emit(&mut self, e: Event) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    // ---- release ----
+
+    fn release_to(&mut self, offset: u64) {
+        let bytes = self.sbuf.release_to(offset);
+        if bytes > 0 {
+            self.stats.released_bytes += bytes;
+            self.emit(Event::Released {
+                up_to: self.sbuf.start(),
+                bytes,
+            });
+            if self.write_blocked && self.send_capacity() > 0 {
+                self.write_blocked = false;
+                self.emit(Event::Writable);
+            }
+        }
+    }
+
+    /// b = own send buffer + peer receive buffer + margin, if known.
+    fn implicit_bound(&self) -> Option<u64> {
+        let own = self.info.send_buffer?;
+        let peer = self.peer_params.recv_buffer;
+        if peer == 0 {
+            return None;
+        }
+        Some(own + peer + self.cfg.effective_implicit_margin())
+    }
+
+    fn check_implicit(&self) -> Result<(), SessionError> {
+        if self.cfg.release_policy == ReleasePolicy::Implicit && self.implicit_bound().is_none() {
+            return Err(SessionError::Config(
+                "implicit release needs this transport's send buffer and the peer's receive buffer; \
+                 pin the socket buffers or use ReleasePolicy::Ack",
+            ));
+        }
+        Ok(())
+    }
+
+    fn release_implicit(&mut self) {
+        if self.cfg.release_policy != ReleasePolicy::Implicit {
+            return;
+        }
+        if let Some(b) = self.implicit_bound() {
+            if self.high > b {
+                self.release_to(self.high - b);
+            }
+        }
+        if self.write_blocked && self.send_capacity() > 0 {
+            self.write_blocked = false;
+            self.emit(Event::Writable);
+        }
+    }
+
+    fn own_params(&self) -> Params {
+        Params {
+            wants_acks: self.cfg.release_policy == ReleasePolicy::Ack,
+            retain_capacity: self.cfg.send_buffer_capacity as u64,
+            recv_buffer: self.info.recv_buffer.unwrap_or(0),
+        }
+    }
+
+    // ---- endings ----
+
+    /// Fails with a local error: tells the peer with ABORT when possible.
+    fn fail(&mut self, e: SessionError) {
+        self.end(Err(e), true);
+    }
+
+    fn finish_ok(&mut self) {
+        self.end(Ok(()), false);
+    }
+
+    fn end(&mut self, outcome: Result<(), SessionError>, tell_peer: bool) {
+        if self.state == SessionState::Finished {
+            return;
+        }
+        if let Some(t) = self.transport.take() {
+            if tell_peer && self.state == SessionState::Established {
+                if let Err(e) = &outcome {
+                    let f = Frame::Abort {
+                        code: e.abort_code(),
+                    };
+                    self.push_transmit(t, FrameHead::control(&f), Bytes::new());
+                }
+            }
+            self.out.push_back(Output::DropTransport { transport: t });
+        }
+        self.state = SessionState::Finished;
+        if let Err(e) = &outcome {
+            self.error = Some(e.clone());
+        }
+        self.pending_ack = false;
+        self.pending_heartbeat = false;
+        self.emit(Event::Readable);
+        self.emit(Event::Writable);
+        self.emit(Event::Finished(outcome));
+    }
+}
+
+fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}

@@ -1,0 +1,128 @@
+//! The stream buffer: bytes written but not known to be received, as
+//! zero-copy `Bytes` chunks addressed by u64 stream offsets.
+
+use std::collections::VecDeque;
+
+use bytes::{Buf, Bytes};
+
+/// Retained outgoing bytes `[start, end)`.
+#[derive(Debug, Default)]
+pub struct StreamBuffer {
+    chunks: VecDeque<Bytes>,
+    start: u64,
+    end: u64,
+}
+
+impl StreamBuffer {
+    /// An empty buffer at offset 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Offset of the oldest retained byte (everything before was released).
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Offset one past the newest byte written.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Bytes retained.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// True if nothing is retained.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Appends a chunk without copying.
+    pub fn push(&mut self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        self.end += chunk.len() as u64;
+        self.chunks.push_back(chunk);
+    }
+
+    /// Releases every byte before `offset` (clamped to the retained range);
+    /// returns how many bytes were released.
+    pub fn release_to(&mut self, offset: u64) -> u64 {
+        let target = offset.min(self.end);
+        if target <= self.start {
+            return 0;
+        }
+        let released = target - self.start;
+        let mut left = released;
+        while left > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let n = front.len() as u64;
+            if n <= left {
+                left -= n;
+                self.chunks.pop_front();
+            } else {
+                front.advance(left as usize);
+                left = 0;
+            }
+        }
+        self.start = target;
+        released
+    }
+
+    /// Up to `max` bytes starting at `offset`, from a single chunk (no copy).
+    /// `None` if `offset` is not retained or nothing is there.
+    pub fn slice(&self, offset: u64, max: usize) -> Option<Bytes> {
+        if offset < self.start || offset >= self.end || max == 0 {
+            return None;
+        }
+        let mut skip = offset - self.start;
+        for c in &self.chunks {
+            let n = c.len() as u64;
+            if skip < n {
+                let from = skip as usize;
+                let to = (from + max).min(c.len());
+                return Some(c.slice(from..to));
+            }
+            skip -= n;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn slices_release_and_offsets() {
+        let mut b = StreamBuffer::new();
+        b.push(Bytes::from_static(b"hello"));
+        b.push(Bytes::new());
+        b.push(Bytes::from_static(b"world"));
+        assert_eq!((b.start(), b.end(), b.len()), (0, 10, 10));
+        assert_eq!(&b.slice(3, 100).unwrap()[..], b"lo");
+        assert_eq!(&b.slice(5, 2).unwrap()[..], b"wo");
+        assert!(b.slice(10, 1).is_none());
+        assert_eq!(b.release_to(7), 7);
+        assert_eq!(&b.slice(7, 10).unwrap()[..], b"rld");
+        assert!(b.slice(6, 1).is_none(), "released bytes are gone");
+        assert_eq!(b.release_to(3), 0, "release never goes back");
+        assert_eq!(b.release_to(100), 3, "clamped to what exists");
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn slice_shares_memory() {
+        let mut b = StreamBuffer::new();
+        let chunk = Bytes::from(vec![1u8; 1000]);
+        let ptr = chunk.as_ptr();
+        b.push(chunk);
+        assert_eq!(b.slice(10, 5).unwrap().as_ptr(), ptr.wrapping_add(10));
+    }
+}
