@@ -41,8 +41,8 @@ pub enum SetEvent {
     /// A parked session was evicted to respect the limits: feed it
     /// [`crate::Input::Evicted`].
     Evicted(SessionId),
-    /// A parked session outlived the maximum reconnect time and was forgotten
-    /// (its own timer ends it with `Expired`).
+    /// A parked session outlived the maximum reconnect time (its own timer
+    /// ends it with `Expired`; feeding `Input::Timeout` is enough).
     Expired(SessionId),
 }
 
@@ -53,9 +53,11 @@ enum EntryState {
         since: Instant,
         retained: u64,
     },
-    /// Cleanly closed: answers an authenticated resume with SESSION_CLOSED.
+    /// Ended: answers an authenticated resume with how it ended
+    /// (SESSION_CLOSED after a clean close), so both sides agree.
     Closed {
         until: Instant,
+        code: Code,
     },
 }
 
@@ -75,7 +77,7 @@ pub struct SetCounts {
     pub parked: usize,
     /// Bytes retained by parked sessions.
     pub parked_bytes: u64,
-    /// Cleanly closed sessions remembered for late resumes.
+    /// Ended sessions remembered for late resumes.
     pub closed: usize,
     /// Resumes refused (unknown, forged, replayed or expired).
     pub rejected_resumes: u64,
@@ -187,20 +189,13 @@ impl ConnectionSet {
                     self.counts.rejected_resumes += 1;
                     return Self::reject(Code::UnknownSession);
                 };
-                if !verify_resume(
-                    &entry.secret,
-                    &r.session_id,
-                    r.attempt,
-                    r.received,
-                    &r.proof,
-                ) || r.attempt <= entry.last_attempt
-                {
+                if !verify_resume(&entry.secret, &r) || r.attempt <= entry.last_attempt {
                     self.counts.rejected_resumes += 1;
                     return Self::reject(Code::UnknownSession);
                 }
                 entry.last_attempt = r.attempt;
-                if let EntryState::Closed { .. } = entry.state {
-                    return Self::reject(Code::SessionClosed);
+                if let EntryState::Closed { code, .. } = entry.state {
+                    return Self::reject(code);
                 }
                 entry.state = EntryState::Attached;
                 Admission::Resume {
@@ -208,6 +203,7 @@ impl ConnectionSet {
                     resume: VerifiedResume {
                         attempt: r.attempt,
                         received: r.received,
+                        retained_from: r.retained_from,
                         params: r.params,
                     },
                 }
@@ -229,43 +225,25 @@ impl ConnectionSet {
         self.enforce_limits();
     }
 
-    /// The session ended ([`crate::Event::Finished`]). A clean end is
-    /// remembered for the maximum reconnect time, so a client whose last CLOSE
-    /// was lost learns the session closed.
+    /// The session ended ([`crate::Event::Finished`]). The outcome is
+    /// remembered for the maximum reconnect time, so a client that returns
+    /// (its last CLOSE lost, or away while the server expired it) learns how
+    /// the session ended instead of a bare "unknown session".
     pub fn finished(&mut self, now: Instant, id: SessionId, outcome: &Result<(), SessionError>) {
-        match outcome {
-            Ok(()) => {
-                if let Some(e) = self.entries.get_mut(&id) {
-                    e.state = EntryState::Closed {
-                        until: now + self.cfg.max_reconnect_time,
-                    };
-                }
-                self.enforce_limits();
-            }
-            Err(_) => {
-                self.entries.remove(&id);
-            }
+        let code = match outcome {
+            Ok(()) => Code::SessionClosed,
+            Err(e) => e.abort_code(),
+        };
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.state = EntryState::Closed {
+                until: now + self.cfg.max_reconnect_time,
+                code,
+            };
         }
+        self.enforce_limits();
     }
 
     fn enforce_limits(&mut self) {
-        // Closed tombstones are cheap but still bounded.
-        loop {
-            let closed: Vec<(Instant, SessionId)> = self
-                .entries
-                .iter()
-                .filter_map(|(id, e)| match e.state {
-                    EntryState::Closed { until } => Some((until, *id)),
-                    _ => None,
-                })
-                .collect();
-            if closed.len() <= self.cfg.max_parked {
-                break;
-            }
-            if let Some((_, id)) = closed.iter().min() {
-                self.entries.remove(id);
-            }
-        }
         loop {
             let c = self.counts();
             if c.parked <= self.cfg.max_parked && c.parked_bytes <= self.cfg.parked_bytes_budget {
@@ -279,25 +257,50 @@ impl ConnectionSet {
                     _ => None,
                 })
                 .min();
-            let Some((_, id)) = oldest else {
+            let Some((since, id)) = oldest else {
                 break;
             };
-            self.entries.remove(&id);
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.state = EntryState::Closed {
+                    until: since + self.cfg.max_reconnect_time,
+                    code: Code::Evicted,
+                };
+            }
             self.counts.evicted += 1;
             self.events.push(SetEvent::Evicted(id));
         }
+        // Tombstones are small but bounded too: the oldest go first.
+        let mut closed: Vec<(Instant, SessionId)> = self
+            .entries
+            .iter()
+            .filter_map(|(id, e)| match e.state {
+                EntryState::Closed { until, .. } => Some((until, *id)),
+                _ => None,
+            })
+            .collect();
+        if closed.len() > self.cfg.max_parked {
+            closed.sort_unstable();
+            let excess = closed.len() - self.cfg.max_parked;
+            for (_, id) in &closed[..excess] {
+                self.entries.remove(id);
+            }
+        }
     }
 
-    /// Forgets parked sessions and tombstones whose time ran out.
+    /// Expires parked sessions and forgets tombstones whose time ran out.
     pub fn handle_timeout(&mut self, now: Instant) {
         let max = self.cfg.max_reconnect_time;
         let mut gone = Vec::new();
         self.entries.retain(|id, e| match e.state {
             EntryState::Parked { since, .. } if now >= since + max => {
+                e.state = EntryState::Closed {
+                    until: now + max,
+                    code: Code::Expired,
+                };
                 gone.push(*id);
-                false
+                true
             }
-            EntryState::Closed { until } => now < until,
+            EntryState::Closed { until, .. } => now < until,
             _ => true,
         });
         self.counts.expired += gone.len() as u64;
@@ -310,7 +313,7 @@ impl ConnectionSet {
             .values()
             .filter_map(|e| match e.state {
                 EntryState::Parked { since, .. } => Some(since + self.cfg.max_reconnect_time),
-                EntryState::Closed { until } => Some(until),
+                EntryState::Closed { until, .. } => Some(until),
                 EntryState::Attached => None,
             })
             .min()

@@ -56,7 +56,7 @@ pub const MAX_HEAD_LEN: usize = 16;
 /// Length of `HELLO`.
 pub const HELLO_LEN: usize = TAG_LEN + PARAMS_LEN;
 /// Length of `RESUME`.
-pub const RESUME_LEN: usize = TAG_LEN + SESSION_ID_LEN + 8 + 8 + PARAMS_LEN + PROOF_LEN;
+pub const RESUME_LEN: usize = TAG_LEN + SESSION_ID_LEN + 8 + 8 + 8 + PARAMS_LEN + PROOF_LEN;
 /// Length of `SERVER_HELLO`.
 pub const SERVER_HELLO_LEN: usize = TAG_LEN + SESSION_ID_LEN + SECRET_LEN + PARAMS_LEN;
 /// Length of `RESUME_OK`.
@@ -162,9 +162,12 @@ pub struct Resume {
     pub attempt: u64,
     /// Payload bytes the client has received from the server.
     pub received: u64,
+    /// Oldest offset the client still retains: if the server received less,
+    /// the stream cannot continue, and the server says so to both sides.
+    pub retained_from: u64,
     /// The client's parameters on the new transport.
     pub params: Params,
-    /// HMAC over (session id, attempt, received) with the session secret.
+    /// HMAC over (session id, attempt, received, retained_from) with the session secret.
     pub proof: [u8; PROOF_LEN],
 }
 
@@ -322,6 +325,7 @@ impl ClientHello {
                 out.put_slice(&r.session_id.0);
                 out.put_u64(r.attempt);
                 out.put_u64(r.received);
+                out.put_u64(r.retained_from);
                 r.params.put(out);
                 out.put_slice(&r.proof);
             }
@@ -349,12 +353,14 @@ impl ClientHello {
             let session_id = SessionId(take_array(&mut b));
             let attempt = b.get_u64();
             let received = b.get_u64();
+            let retained_from = b.get_u64();
             let params = Params::get(&mut b)?;
             let proof = take_array(&mut b);
             ClientHello::Resume(Resume {
                 session_id,
                 attempt,
                 received,
+                retained_from,
                 params,
                 proof,
             })
@@ -878,6 +884,7 @@ mod tests {
             session_id: id,
             attempt: 3,
             received: 99,
+            retained_from: 50,
             params,
             proof: [9; 32],
         });

@@ -24,25 +24,28 @@ fn mac(
     label: &[u8],
     id: &SessionId,
     attempt: u64,
-    count: u64,
+    counts: [u64; 2],
 ) -> HmacSha256 {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut m = <HmacSha256 as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
     m.update(label);
     m.update(&id.0);
     m.update(&attempt.to_be_bytes());
-    m.update(&count.to_be_bytes());
+    for c in counts {
+        m.update(&c.to_be_bytes());
+    }
     m
 }
 
-/// The client's proof in a RESUME.
+/// The client's proof in a RESUME, bound to both of its counts.
 pub fn resume_proof(
     secret: &[u8; SECRET_LEN],
     id: &SessionId,
     attempt: u64,
     received: u64,
+    retained_from: u64,
 ) -> [u8; PROOF_LEN] {
-    mac(secret, RESUME_LABEL, id, attempt, received)
+    mac(secret, RESUME_LABEL, id, attempt, [received, retained_from])
         .finalize()
         .into_bytes()
         .into()
@@ -55,23 +58,23 @@ pub fn accept_proof(
     attempt: u64,
     received: u64,
 ) -> [u8; PROOF_LEN] {
-    mac(secret, ACCEPT_LABEL, id, attempt, received)
+    mac(secret, ACCEPT_LABEL, id, attempt, [received, 0])
         .finalize()
         .into_bytes()
         .into()
 }
 
 /// Constant-time check of a client's resume proof.
-pub fn verify_resume(
-    secret: &[u8; SECRET_LEN],
-    id: &SessionId,
-    attempt: u64,
-    received: u64,
-    proof: &[u8],
-) -> bool {
-    mac(secret, RESUME_LABEL, id, attempt, received)
-        .verify_slice(proof)
-        .is_ok()
+pub fn verify_resume(secret: &[u8; SECRET_LEN], r: &crate::frame::Resume) -> bool {
+    mac(
+        secret,
+        RESUME_LABEL,
+        &r.session_id,
+        r.attempt,
+        [r.received, r.retained_from],
+    )
+    .verify_slice(&r.proof)
+    .is_ok()
 }
 
 /// Constant-time check of a server's accept proof.
@@ -82,7 +85,7 @@ pub fn verify_accept(
     received: u64,
     proof: &[u8],
 ) -> bool {
-    mac(secret, ACCEPT_LABEL, id, attempt, received)
+    mac(secret, ACCEPT_LABEL, id, attempt, [received, 0])
         .verify_slice(proof)
         .is_ok()
 }
@@ -240,22 +243,42 @@ mod tests {
     fn proofs_bind_every_field_and_role() {
         let s = [5u8; 32];
         let id = SessionId([1; 16]);
-        let p = resume_proof(&s, &id, 2, 3);
-        assert!(verify_resume(&s, &id, 2, 3, &p));
-        assert!(!verify_resume(&s, &id, 3, 3, &p), "attempt is bound");
-        assert!(!verify_resume(&s, &id, 2, 4, &p), "count is bound");
+        let r = crate::frame::Resume {
+            session_id: id,
+            attempt: 2,
+            received: 3,
+            retained_from: 1,
+            params: crate::frame::Params::default(),
+            proof: resume_proof(&s, &id, 2, 3, 1),
+        };
+        assert!(verify_resume(&s, &r));
+        for bad in [
+            crate::frame::Resume {
+                attempt: 3,
+                ..r.clone()
+            },
+            crate::frame::Resume {
+                received: 4,
+                ..r.clone()
+            },
+            crate::frame::Resume {
+                retained_from: 0,
+                ..r.clone()
+            },
+            crate::frame::Resume {
+                session_id: SessionId([2; 16]),
+                ..r.clone()
+            },
+        ] {
+            assert!(!verify_resume(&s, &bad), "every field is bound: {bad:?}");
+        }
+        assert!(!verify_resume(&[6; 32], &r), "secret is bound");
         assert!(
-            !verify_resume(&s, &SessionId([2; 16]), 2, 3, &p),
-            "id is bound"
-        );
-        assert!(!verify_resume(&[6; 32], &id, 2, 3, &p), "secret is bound");
-        assert!(
-            !verify_accept(&s, &id, 2, 3, &p),
+            !verify_accept(&s, &id, 2, 3, &r.proof),
             "a client proof is no server proof"
         );
-        assert!(
-            !verify_resume(&s, &id, 2, 3, &p[..31]),
-            "truncated proof fails"
-        );
+        let mut flipped = r.clone();
+        flipped.proof[31] ^= 1;
+        assert!(!verify_resume(&s, &flipped), "a flipped bit fails");
     }
 }

@@ -39,6 +39,8 @@ pub struct VerifiedResume {
     pub attempt: u64,
     /// Bytes the client has received from this side.
     pub received: u64,
+    /// Oldest offset the client still retains.
+    pub retained_from: u64,
     /// The client's parameters on the new transport.
     pub params: Params,
 }
@@ -640,8 +642,15 @@ impl Session {
                 session_id,
                 attempt: self.attempt,
                 received: self.received,
+                retained_from: self.sbuf.start(),
                 params: self.own_params(),
-                proof: resume_proof(&secret, &session_id, self.attempt, self.received),
+                proof: resume_proof(
+                    &secret,
+                    &session_id,
+                    self.attempt,
+                    self.received,
+                    self.sbuf.start(),
+                ),
             }),
             _ => ClientHello::Fresh(self.own_params()),
         };
@@ -895,7 +904,16 @@ impl Session {
         self.info = info;
         self.peer_params = resume.params;
         self.attempt = resume.attempt;
-        if let Err(e) = self.resume_from(resume.received) {
+        // Both directions are judged here, so both sides end with one verdict.
+        let outcome = if self.received < resume.retained_from {
+            Err(SessionError::DataLost {
+                needed: self.received,
+                retained_from: resume.retained_from,
+            })
+        } else {
+            self.resume_from(resume.received)
+        };
+        if let Err(e) = outcome {
             let (code, detail) = match &e {
                 SessionError::DataLost { retained_from, .. } => (Code::DataLost, *retained_from),
                 _ => (Code::ProtocolViolation, 0),

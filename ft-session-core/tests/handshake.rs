@@ -24,6 +24,7 @@ fn reader_splits_hello_from_following_bytes() {
         session_id: SessionId([3; 16]),
         attempt: 1,
         received: 0,
+        retained_from: 0,
         params: Params::default(),
         proof: [0; 32],
     });
