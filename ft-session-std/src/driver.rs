@@ -1,0 +1,464 @@
+//! The threads around one session: a driver for timers, a reader and a
+//! writer per transport, a connector per reconnect attempt. They only move
+//! bytes and time between transports and the core; every decision is the
+//! core's.
+//!
+//! Locking: the session lives in `Shared::inner`. Lock order is session,
+//! then the server's connection set, then its registry; nobody holds a lock
+//! while doing transport I/O.
+
+use std::collections::HashMap;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ft_session_core::{Event, Input, Output, Session, SessionError, Transmit, TransportId};
+use tracing::{debug, info, warn};
+
+use crate::listener::ServerCtx;
+use crate::transport::{ShutdownFn, TransportHalves};
+
+/// How long a finished session lets its writers flush final frames (CLOSE,
+/// ABORT) before it shuts every transport down.
+const FINAL_FLUSH_GRACE: Duration = Duration::from_secs(1);
+/// Read buffer per transport.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Opens a new transport for a client (the user's connector, type-erased).
+pub(crate) type Connector = Box<dyn FnMut() -> io::Result<TransportHalves> + Send>;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking app thread must not take the session down with it: the
+    // session state is consistent between core calls.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Link {
+    /// Queue to the writer thread; `None` once the session dropped the link.
+    tx: Sender<Transmit>,
+    shutdown: ShutdownFn,
+}
+
+pub(crate) struct Inner {
+    pub(crate) session: Session,
+    links: HashMap<TransportId, Link>,
+    /// Links dropped after the session finished: their writers flush the
+    /// final frames, then they are shut down.
+    closing: Vec<ShutdownFn>,
+    connector: Option<Arc<Mutex<Connector>>>,
+    pub(crate) server: Option<Arc<ServerCtx>>,
+    /// Set by `Drop` of the stream: abort if the graceful close has not
+    /// finished by then.
+    pub(crate) linger_deadline: Option<Instant>,
+    pub(crate) read_timeout: Option<Duration>,
+    pub(crate) write_timeout: Option<Duration>,
+    writers: usize,
+    side: &'static str,
+}
+
+pub(crate) struct Shared {
+    pub(crate) inner: Mutex<Inner>,
+    pub(crate) cond: Condvar,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        session: Session,
+        connector: Option<Connector>,
+        server: Option<Arc<ServerCtx>>,
+    ) -> Arc<Shared> {
+        let side = if server.is_some() { "server" } else { "client" };
+        Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                session,
+                links: HashMap::new(),
+                closing: Vec::new(),
+                connector: connector.map(|c| Arc::new(Mutex::new(c))),
+                server,
+                linger_deadline: None,
+                read_timeout: None,
+                write_timeout: None,
+                writers: 0,
+                side,
+            }),
+            cond: Condvar::new(),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
+    /// Waits on the session's condition until notified or `deadline`.
+    pub(crate) fn wait<'a>(
+        &self,
+        g: MutexGuard<'a, Inner>,
+        deadline: Option<Instant>,
+    ) -> MutexGuard<'a, Inner> {
+        match deadline {
+            None => self.cond.wait(g).unwrap_or_else(PoisonError::into_inner),
+            Some(d) => {
+                let dur = d.saturating_duration_since(Instant::now());
+                self.cond
+                    .wait_timeout(g, dur)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            }
+        }
+    }
+
+    /// Starts the driver thread (timers: heartbeats, dead links, backoff,
+    /// expiry) and runs the session's first outputs.
+    pub(crate) fn start(self: &Arc<Self>) -> io::Result<()> {
+        let me = self.clone();
+        thread::Builder::new()
+            .name("ft-session-driver".into())
+            .spawn(move || me.drive())?;
+        let mut g = self.lock();
+        self.pump(&mut g);
+        Ok(())
+    }
+
+    /// Drains the session's outputs and acts on them. Never blocks: bytes go
+    /// to writer threads, connects to connector threads.
+    pub(crate) fn pump(self: &Arc<Self>, g: &mut Inner) {
+        let now = Instant::now();
+        while let Some(out) = g.session.poll_output() {
+            match out {
+                Output::Transmit(t) => {
+                    // A transmit for a link already gone is moot: the core
+                    // learns of the loss and retransmits on the next one.
+                    if let Some(link) = g.links.get(&t.transport) {
+                        let _ = link.tx.send(t);
+                    }
+                }
+                Output::Connect { transport } => self.spawn_connect(g, transport),
+                Output::DropTransport { transport } => {
+                    if let Some(link) = g.links.remove(&transport) {
+                        if g.session.is_finished() {
+                            // Final frames are queued: the writer sends them,
+                            // then shuts down its side (dropping `tx` ends it).
+                            g.closing.push(link.shutdown);
+                        } else {
+                            // Lost or superseded: queued bytes are worthless
+                            // (the core retransmits), unblock both threads now.
+                            (link.shutdown)(Shutdown::Both);
+                        }
+                    }
+                }
+                Output::Event(e) => on_event(g, now, e),
+            }
+        }
+        self.cond.notify_all();
+    }
+
+    fn spawn_connect(self: &Arc<Self>, g: &mut Inner, transport: TransportId) {
+        let Some(connector) = g.connector.clone() else {
+            // Only clients are asked to connect.
+            g.session
+                .handle_input(Instant::now(), Input::TransportLost { transport });
+            return;
+        };
+        let me = self.clone();
+        let spawned = thread::Builder::new()
+            .name("ft-session-connect".into())
+            .spawn(move || {
+                let result = (lock(&connector))();
+                let mut g = me.lock();
+                let now = Instant::now();
+                match result {
+                    Ok(halves) => {
+                        if g.session.is_finished() || g.session.transport() != Some(transport) {
+                            // The core gave up on this attempt meanwhile.
+                            (halves.shutdown)(Shutdown::Both);
+                            return;
+                        }
+                        let info = halves.info;
+                        me.attach(&mut g, transport, halves);
+                        info!(side = g.side, transport, "transport connected");
+                        g.session
+                            .handle_input(now, Input::TransportUp { transport, info });
+                    }
+                    Err(e) => {
+                        debug!(side = g.side, transport, error = %e, "connect failed");
+                        g.session
+                            .handle_input(now, Input::TransportLost { transport });
+                    }
+                }
+                me.pump(&mut g);
+            });
+        if spawned.is_err() {
+            warn!("cannot spawn a connect thread; treating the attempt as failed");
+            g.session
+                .handle_input(Instant::now(), Input::TransportLost { transport });
+        }
+    }
+
+    /// Registers a transport and starts its reader and writer threads. Call
+    /// before feeding the core the input that makes it use `transport`.
+    pub(crate) fn attach(
+        self: &Arc<Self>,
+        g: &mut Inner,
+        transport: TransportId,
+        t: TransportHalves,
+    ) {
+        let (tx, rx) = mpsc::channel();
+        let shutdown = t.shutdown.clone();
+        g.links.insert(
+            transport,
+            Link {
+                tx,
+                shutdown: shutdown.clone(),
+            },
+        );
+        let me = self.clone();
+        let reader = t.reader;
+        let r = thread::Builder::new()
+            .name("ft-session-reader".into())
+            .spawn(move || me.read_loop(transport, reader));
+        let me = self.clone();
+        let writer = t.writer;
+        let shutdown_w = shutdown.clone();
+        let w = thread::Builder::new()
+            .name("ft-session-writer".into())
+            .spawn(move || me.write_loop(transport, rx, writer, shutdown_w));
+        if w.is_ok() {
+            g.writers += 1;
+        }
+        if r.is_err() || w.is_err() {
+            warn!("cannot spawn transport threads; dropping the transport");
+            shutdown(Shutdown::Both);
+        }
+    }
+
+    fn lost(self: &Arc<Self>, transport: TransportId) {
+        let mut g = self.lock();
+        // Ignored by the core if this transport is no longer current.
+        g.session
+            .handle_input(Instant::now(), Input::TransportLost { transport });
+        self.pump(&mut g);
+    }
+
+    fn read_loop(self: Arc<Self>, transport: TransportId, mut reader: Box<dyn Read + Send>) {
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            {
+                // Backpressure: while the application is behind, leave the
+                // bytes in the kernel so TCP slows the peer down.
+                let mut g = self.lock();
+                loop {
+                    if g.session.is_finished() || !g.links.contains_key(&transport) {
+                        return;
+                    }
+                    if g.session.wants_input() {
+                        break;
+                    }
+                    g = self.wait(g, None);
+                }
+            }
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let mut g = self.lock();
+                    g.session.handle_input(
+                        Instant::now(),
+                        Input::Received {
+                            transport,
+                            data: &buf[..n],
+                        },
+                    );
+                    self.pump(&mut g);
+                }
+                Err(e) if retryable(&e) => continue,
+                Err(e) => {
+                    debug!(transport, error = %e, "transport read failed");
+                    break;
+                }
+            }
+        }
+        self.lost(transport);
+    }
+
+    fn write_loop(
+        self: Arc<Self>,
+        transport: TransportId,
+        rx: Receiver<Transmit>,
+        mut writer: Box<dyn Write + Send>,
+        shutdown: ShutdownFn,
+    ) {
+        let result = (|| -> io::Result<()> {
+            loop {
+                let t = match rx.try_recv() {
+                    Ok(t) => t,
+                    Err(TryRecvError::Empty) => {
+                        // Buffered transports (TLS) must not sit on bytes while idle.
+                        writer.flush()?;
+                        match rx.recv() {
+                            Ok(t) => t,
+                            Err(_) => return writer.flush(),
+                        }
+                    }
+                    Err(TryRecvError::Disconnected) => return writer.flush(),
+                };
+                write_transmit(&mut writer, &t)?;
+            }
+        })();
+        match result {
+            // The link was dropped: its last frames are out, say so to the peer.
+            Ok(()) => shutdown(Shutdown::Write),
+            Err(e) => {
+                debug!(transport, error = %e, "transport write failed");
+                shutdown(Shutdown::Both);
+                self.lost(transport);
+            }
+        }
+        let mut g = self.lock();
+        g.writers -= 1;
+        drop(g);
+        self.cond.notify_all();
+    }
+
+    /// The driver: feeds the core's timers until the session ends, then lets
+    /// final frames flush and shuts every transport down.
+    fn drive(self: Arc<Self>) {
+        let mut g = self.lock();
+        loop {
+            if g.session.is_finished() {
+                break;
+            }
+            let now = Instant::now();
+            if g.linger_deadline.is_some_and(|d| now >= d) {
+                // Dropped without a completed close: give up on the peer.
+                warn!(
+                    side = g.side,
+                    "close did not complete in time after drop; aborting"
+                );
+                g.session.abort(0);
+                self.pump(&mut g);
+                continue;
+            }
+            if g.linger_deadline.is_some() {
+                // Dropped: nobody will read, and unread input would stall
+                // the peer's end of stream that the close waits for.
+                let mut sink = [0u8; 4096];
+                let mut drained = false;
+                while let Ok(n) = g.session.read(&mut sink) {
+                    if n == 0 {
+                        break;
+                    }
+                    drained = true;
+                }
+                if drained {
+                    self.pump(&mut g);
+                }
+            }
+            let timeout = g.session.poll_timeout();
+            if timeout.is_some_and(|t| now >= t) {
+                g.session.handle_input(now, Input::Timeout);
+                self.pump(&mut g);
+                continue;
+            }
+            let wake = match (timeout, g.linger_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            g = self.wait(g, wake);
+        }
+        let grace = Instant::now() + FINAL_FLUSH_GRACE;
+        while g.writers > 0 && Instant::now() < grace {
+            g = self.wait(g, Some(grace));
+        }
+        for link in g.links.drain() {
+            (link.1.shutdown)(Shutdown::Both);
+        }
+        for s in g.closing.drain(..) {
+            s(Shutdown::Both);
+        }
+        self.cond.notify_all();
+    }
+}
+
+fn retryable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Writes one transmit whole: head then payload, vectored where the writer
+/// supports it.
+fn write_transmit(w: &mut dyn Write, t: &Transmit) -> io::Result<()> {
+    let head = t.head.as_slice();
+    let payload = &t.payload[..];
+    let total = head.len() + payload.len();
+    let mut off = 0;
+    while off < total {
+        let r = if off < head.len() {
+            w.write_vectored(&[IoSlice::new(&head[off..]), IoSlice::new(payload)])
+        } else {
+            w.write(&payload[off - head.len()..])
+        };
+        match r {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => off += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if retryable(&e) => {
+                // A transport with a write timeout (e.g. `Locked`): try again.
+                thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn on_event(g: &mut Inner, now: Instant, e: Event) {
+    let side = g.side;
+    let id = g.session.session_id();
+    let sid = id.map(|i| i.to_string()).unwrap_or_default();
+    match e {
+        Event::Established { session_id } => {
+            info!(side, session = %session_id, "session established");
+        }
+        Event::TransportLost { transport } => {
+            info!(side, session = %sid, transport, "transport lost");
+        }
+        Event::Parked => {
+            info!(side, session = %sid, retained = g.session.retained(), "session parked");
+            if let (Some(ctx), Some(id)) = (&g.server, id) {
+                ctx.parked(now, id, g.session.retained());
+            }
+        }
+        Event::Resumed {
+            attempt,
+            local_received,
+            peer_received,
+        } => {
+            info!(
+                side,
+                session = %sid,
+                attempt,
+                local_received,
+                peer_received,
+                "session resumed"
+            );
+        }
+        Event::Retransmit { from, to } => {
+            debug!(side, session = %sid, from, to, "retransmitting");
+        }
+        Event::Finished(outcome) => {
+            match &outcome {
+                Ok(()) => info!(side, session = %sid, "session closed"),
+                Err(SessionError::Expired) => warn!(side, session = %sid, "session expired"),
+                Err(e) => warn!(side, session = %sid, error = %e, "session failed"),
+            }
+            if let (Some(ctx), Some(id)) = (&g.server, id) {
+                ctx.finished(now, id, &outcome);
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,298 @@
+//! The application's handle: a blocking, socket-like session.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ft_session_core::{
+    Config, ReadError, Session, SessionError, SessionId, SessionState, Stats, WriteError,
+};
+
+use crate::driver::{Connector, Shared};
+use crate::entropy;
+use crate::transport::Transport;
+
+/// A snapshot of a session's counters and state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FtStats {
+    /// Where the session is.
+    pub state: SessionState,
+    /// Resume handshakes completed (reconnects that kept the stream).
+    pub reconnects: u64,
+    /// Bytes sent again after resumes.
+    pub retransmitted_bytes: u64,
+    /// Transports lost or declared dead.
+    pub transports_lost: u64,
+    /// All of the core's counters.
+    pub core: Stats,
+}
+
+/// A fault-tolerant byte stream: the counterpart of [`std::net::TcpStream`].
+///
+/// Reads and writes block across reconnects and never report a transient
+/// transport failure. They fail only when the session is lost, with an
+/// [`io::Error`] whose inner error (`get_ref`/`into_inner`) is the core's
+/// [`SessionError`] (expired, unknown session, data lost, aborted, protocol
+/// violation...).
+///
+/// Dropping a stream closes the session gracefully in the background (bounded
+/// by the maximum reconnect time); [`close`](Self::close) does the same and
+/// waits for the outcome.
+pub struct FtStream {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for FtStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = self.shared.lock();
+        f.debug_struct("FtStream")
+            .field("session", &g.session.session_id())
+            .field("state", &g.session.state())
+            .finish()
+    }
+}
+
+impl FtStream {
+    /// Connects to an [`FtListener`](crate::FtListener) over TCP and
+    /// completes the first handshake. Every later reconnect dials `addr`
+    /// again (each address in turn, each bounded by the handshake timeout).
+    ///
+    /// Like the core, a client that cannot reach the server keeps trying
+    /// with backoff and fails with `TimedOut` ([`SessionError::Expired`])
+    /// after `max_reconnect_time`.
+    pub fn connect(addr: impl ToSocketAddrs, config: Config) -> io::Result<FtStream> {
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        if addrs.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no address to connect to",
+            ));
+        }
+        let timeout = config.handshake_timeout;
+        Self::connect_with(config, move || {
+            let mut last = None;
+            for a in &addrs {
+                match TcpStream::connect_timeout(a, timeout) {
+                    Ok(s) => return Ok(s),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| io::ErrorKind::NotFound.into()))
+        })
+    }
+
+    /// Connects over transports made by `connector` (TCP, Unix sockets,
+    /// TLS...); it is called again for each reconnect, on a background
+    /// thread. Blocks until the first handshake completes.
+    pub fn connect_with<C, T>(config: Config, mut connector: C) -> io::Result<FtStream>
+    where
+        C: FnMut() -> io::Result<T> + Send + 'static,
+        T: Transport,
+    {
+        config.validate()?;
+        let connector: Connector = Box::new(move || connector().and_then(Transport::split));
+        let session = Session::client(config, Instant::now(), entropy::seed());
+        let shared = Shared::new(session, Some(connector), None);
+        shared.start()?;
+        let mut g = shared.lock();
+        loop {
+            if g.session.session_id().is_some() && g.session.state() != SessionState::Finished {
+                break;
+            }
+            if g.session.is_finished() {
+                let e = g.session.error().cloned().unwrap_or(SessionError::Closed);
+                return Err(e.into());
+            }
+            g = shared.wait(g, None);
+        }
+        drop(g);
+        Ok(FtStream { shared })
+    }
+
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> FtStream {
+        FtStream { shared }
+    }
+
+    /// The session id (known once established).
+    pub fn session_id(&self) -> Option<SessionId> {
+        self.shared.lock().session.session_id()
+    }
+
+    /// Counters and state.
+    pub fn stats(&self) -> FtStats {
+        let g = self.shared.lock();
+        let core = g.session.stats();
+        FtStats {
+            state: g.session.state(),
+            reconnects: core.resumes,
+            retransmitted_bytes: core.retransmitted_bytes,
+            transports_lost: core.transports_lost,
+            core,
+        }
+    }
+
+    /// Bounds how long a read waits (`None`: forever). A read that times out
+    /// fails with `WouldBlock` and the session goes on.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) {
+        self.shared.lock().read_timeout = timeout;
+    }
+
+    /// Bounds how long a write waits for buffer space (`None`: forever).
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) {
+        self.shared.lock().write_timeout = timeout;
+    }
+
+    /// `Shutdown::Write` half-closes the session: the peer reads end of
+    /// stream after every byte written. `Shutdown::Read` does nothing (the
+    /// session keeps receiving). `Shutdown::Both` does both.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            let mut g = self.shared.lock();
+            g.session.shutdown();
+            self.shared.pump(&mut g);
+        }
+        Ok(())
+    }
+
+    /// Closes the session gracefully and waits, at most the maximum
+    /// reconnect time, until both sides know every byte arrived. Unread
+    /// input is discarded. Fails with the session's error if it was lost.
+    pub fn close(&self) -> io::Result<()> {
+        let bound = self.shared.lock().session.config().max_reconnect_time;
+        self.close_timeout(bound)
+    }
+
+    /// [`close`](Self::close) with an explicit bound; when it passes the
+    /// session is aborted and the call fails with `TimedOut`.
+    pub fn close_timeout(&self, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.shared.lock();
+        g.session.close();
+        self.shared.pump(&mut g);
+        let mut sink = vec![0u8; 16 * 1024];
+        loop {
+            // Discard what the application will never read, so the peer's
+            // end of stream can arrive.
+            while let Ok(n) = g.session.read(&mut sink) {
+                if n == 0 {
+                    break;
+                }
+            }
+            self.shared.pump(&mut g);
+            if g.session.is_finished() {
+                return match g.session.error() {
+                    None => Ok(()),
+                    Some(e) => Err(e.clone().into()),
+                };
+            }
+            if Instant::now() >= deadline {
+                g.session.abort(0);
+                self.shared.pump(&mut g);
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "graceful close did not complete in time; session aborted",
+                ));
+            }
+            g = self.shared.wait(g, Some(deadline));
+        }
+    }
+
+    /// Ends the session at once and tells the peer `code` (an application
+    /// code, 0x1000..=0xFFFF).
+    pub fn abort(&self, code: u16) {
+        let mut g = self.shared.lock();
+        g.session.abort(code);
+        self.shared.pump(&mut g);
+    }
+
+    fn read_impl(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut g = self.shared.lock();
+        let deadline = g.read_timeout.map(|d| Instant::now() + d);
+        loop {
+            match g.session.read(buf) {
+                Ok(n) => {
+                    // Reading may re-open the receive window: wake the readers.
+                    self.shared.pump(&mut g);
+                    return Ok(n);
+                }
+                Err(ReadError::Blocked) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(io::Error::new(io::ErrorKind::WouldBlock, "read timed out"));
+                    }
+                    g = self.shared.wait(g, deadline);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn write_impl(&self, buf: &[u8]) -> io::Result<usize> {
+        let mut g = self.shared.lock();
+        let deadline = g.write_timeout.map(|d| Instant::now() + d);
+        loop {
+            match g.session.write(buf) {
+                Ok(n) => {
+                    self.shared.pump(&mut g);
+                    return Ok(n);
+                }
+                Err(WriteError::Blocked) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(io::Error::new(io::ErrorKind::WouldBlock, "write timed out"));
+                    }
+                    g = self.shared.wait(g, deadline);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Read for &FtStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_impl(buf)
+    }
+}
+
+impl Read for FtStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_impl(buf)
+    }
+}
+
+impl Write for &FtStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_impl(buf)
+    }
+
+    /// Bytes are handed to the transport as soon as they are written, so
+    /// there is nothing to flush; delivery is guaranteed by the session.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for FtStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_impl(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for FtStream {
+    fn drop(&mut self) {
+        let mut g = self.shared.lock();
+        if g.session.is_finished() {
+            return;
+        }
+        // Like a socket's close: finish in the background, within a bound.
+        let bound = g.session.config().max_reconnect_time;
+        g.session.close();
+        g.linger_deadline = Some(Instant::now() + bound);
+        self.shared.pump(&mut g);
+    }
+}

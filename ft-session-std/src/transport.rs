@@ -1,0 +1,159 @@
+//! What a session runs over: anything that can be read, written and shut
+//! down from separate threads.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ft_session_core::TransportInfo;
+
+/// Shuts a transport down from any thread; used to unblock its reader and
+/// writer when the session drops it.
+pub type ShutdownFn = Arc<dyn Fn(Shutdown) + Send + Sync>;
+
+/// A transport split for the adapter's threads: one reads, one writes, and
+/// `shutdown` unblocks both.
+pub struct TransportHalves {
+    /// Read side, owned by the transport's reader thread.
+    pub reader: Box<dyn Read + Send>,
+    /// Write side, owned by the transport's writer thread.
+    pub writer: Box<dyn Write + Send>,
+    /// Shuts the transport down (must make a blocked `read`/`write` return).
+    pub shutdown: ShutdownFn,
+    /// Kernel buffer sizes, if pinned and known (only
+    /// [`ft_session_core::ReleasePolicy::Implicit`] needs them).
+    pub info: TransportInfo,
+}
+
+impl std::fmt::Debug for TransportHalves {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportHalves")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A byte-stream transport the session can run over: TCP, Unix sockets, or
+/// any `Read + Write` wrapped in [`Locked`] (e.g. a TLS stream).
+///
+/// The adapter reads and writes a transport from two threads at once (so a
+/// long write never stops heartbeats and acknowledgments from being read),
+/// hence the split.
+pub trait Transport: Send + 'static {
+    /// Splits the transport into independent halves.
+    fn split(self) -> io::Result<TransportHalves>;
+}
+
+impl Transport for TcpStream {
+    fn split(self) -> io::Result<TransportHalves> {
+        // Session frames are small and latency-sensitive (heartbeats, acks, handshakes).
+        self.set_nodelay(true)?;
+        let reader = self.try_clone()?;
+        let control = self.try_clone()?;
+        Ok(TransportHalves {
+            reader: Box::new(reader),
+            writer: Box::new(self),
+            shutdown: Arc::new(move |how| {
+                // Already shut down or reset: nothing left to unblock.
+                let _ = control.shutdown(how);
+            }),
+            info: TransportInfo::default(),
+        })
+    }
+}
+
+#[cfg(unix)]
+impl Transport for std::os::unix::net::UnixStream {
+    fn split(self) -> io::Result<TransportHalves> {
+        let reader = self.try_clone()?;
+        let control = self.try_clone()?;
+        Ok(TransportHalves {
+            reader: Box::new(reader),
+            writer: Box::new(self),
+            shutdown: Arc::new(move |how| {
+                let _ = control.shutdown(how);
+            }),
+            info: TransportInfo::default(),
+        })
+    }
+}
+
+impl Transport for TransportHalves {
+    fn split(self) -> io::Result<TransportHalves> {
+        Ok(self)
+    }
+}
+
+/// Makes any `Read + Write + Send` usable as a [`Transport`] when it cannot
+/// be split (e.g. a TLS stream): reads and writes take turns on one lock.
+///
+/// The reader holds the lock while it waits for bytes, so the underlying
+/// socket **must have a short read timeout** (say 10-50 ms); the adapter
+/// treats `WouldBlock`/`TimedOut` as "nothing yet" and lets the writer in.
+/// `shutdown` is called when the session drops the transport; it should shut
+/// down the underlying socket (e.g. through a `TcpStream::try_clone`).
+pub struct Locked<T> {
+    inner: Arc<Mutex<T>>,
+    shutdown: ShutdownFn,
+}
+
+impl<T> std::fmt::Debug for Locked<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Locked").finish_non_exhaustive()
+    }
+}
+
+impl<T: Read + Write + Send + 'static> Locked<T> {
+    /// Wraps `stream`; `shutdown` shuts its underlying socket down.
+    pub fn new(stream: T, shutdown: impl Fn(Shutdown) + Send + Sync + 'static) -> Self {
+        Locked {
+            inner: Arc::new(Mutex::new(stream)),
+            shutdown: Arc::new(shutdown),
+        }
+    }
+}
+
+struct LockedHalf<T>(Arc<Mutex<T>>);
+
+impl<T: Read> Read for LockedHalf<T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .read(buf)
+    }
+}
+
+impl<T: Write> Write for LockedHalf<T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .flush()
+    }
+}
+
+impl<T: Read + Write + Send + 'static> Transport for Locked<T> {
+    fn split(self) -> io::Result<TransportHalves> {
+        Ok(TransportHalves {
+            reader: Box::new(LockedHalf(self.inner.clone())),
+            writer: Box::new(LockedHalf(self.inner)),
+            shutdown: self.shutdown,
+            info: TransportInfo::default(),
+        })
+    }
+}
