@@ -1,1 +1,1188 @@
-//! Deterministic simulation (work in progress).
+//! Deterministic network simulation: a client [`Session`], a server
+//! [`ConnectionSet`] with its sessions, and links between them on a virtual
+//! clock. Links deliver in partial chunks with delays, hold at most their
+//! buffer sizes in flight, and suffer scheduled faults at exact byte offsets:
+//! crashes that each side learns of at a different time (or never),
+//! blackholes, pauses, stale bytes from superseded transports, failed
+//! connects, outages and replayed resumes. Stepping is bounded, so a livelock
+//! is an error instead of a hang.
+//!
+//! Used by this crate's property tests, the fuzz targets and the adapters'
+//! tests; enable with the `sim` feature. Nothing here reads a clock: the
+//! caller gives the start [`Instant`].
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::config::{Config, TransportInfo};
+use crate::connection_set::{Admission, ConnectionSet, SetEvent};
+use crate::error::{ReadError, SessionError, WriteError};
+use crate::frame::SessionId;
+use crate::handshake::{HandshakeReader, HandshakeStep, SeededEntropy};
+use crate::session::{Event, Input, Output, Session, Transmit, TransportId};
+
+/// A small deterministic generator (splitmix64) for schedules and chunking.
+#[derive(Debug, Clone)]
+pub struct Rng(SeededEntropy);
+
+impl Rng {
+    /// Seeded generator.
+    pub fn new(seed: u64) -> Self {
+        Rng(SeededEntropy::new(seed))
+    }
+
+    /// Next 64 bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+
+    /// Uniform in `lo..=hi` (returns `lo` if `hi < lo`).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            return lo;
+        }
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+
+    /// True with probability `p_percent`/100.
+    pub fn chance(&mut self, p_percent: u64) -> bool {
+        self.next_u64() % 100 < p_percent
+    }
+}
+
+/// Deterministic payload bytes for tests.
+pub fn pattern(seed: u64, len: usize) -> Bytes {
+    let mut r = SeededEntropy::new(seed);
+    let mut v = vec![0u8; len];
+    crate::handshake::Entropy::fill(&mut r, &mut v);
+    Bytes::from(v)
+}
+
+/// A fault, applied to the client's current transport when the link has
+/// delivered a given number of bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Fault {
+    /// The transport dies: bytes in flight vanish; each side learns after its
+    /// delay, or never (`None`: found by idle timeout, or half-open).
+    Crash {
+        /// When the client learns, in ms.
+        client_notice_ms: Option<u16>,
+        /// When the server learns, in ms.
+        server_notice_ms: Option<u16>,
+    },
+    /// The transport silently stops delivering, both ways, for good.
+    Blackhole,
+    /// The transport stops delivering for a while (bytes held).
+    Pause {
+        /// How long, in ms.
+        ms: u16,
+    },
+    /// Bytes once sent on a superseded transport reach both sides again.
+    StaleBytes,
+    /// The last resume message seen is replayed on a new transport.
+    DuplicateResume,
+    /// The next `n` connect attempts fail.
+    ConnectFailures {
+        /// How many.
+        n: u8,
+    },
+    /// Every connect attempt fails for this long.
+    Outage {
+        /// How long, in ms.
+        ms: u32,
+    },
+}
+
+/// A fault and when it strikes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct ScheduledFault {
+    /// Total bytes delivered by the link (both directions, all transports) at
+    /// which the fault strikes.
+    pub at_byte: u64,
+    /// The fault.
+    pub fault: Fault,
+}
+
+/// Link behaviour.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// Smallest one-way delay.
+    pub latency_min: Duration,
+    /// Largest one-way delay.
+    pub latency_max: Duration,
+    /// Largest chunk delivered at once (chunks are drawn in 1..=this).
+    pub max_chunk: usize,
+    /// Time for a connect to succeed or fail.
+    pub connect_delay: Duration,
+    /// Real bytes one direction holds in flight (sender's send buffer plus
+    /// receiver's receive buffer); a transmit that does not fit waits.
+    pub capacity: usize,
+    /// What the adapters tell the sessions of each transport (for the
+    /// implicit bound). May understate `capacity` to provoke `DataLost`.
+    pub declared: TransportInfo,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            latency_min: Duration::from_millis(1),
+            latency_max: Duration::from_millis(20),
+            max_chunk: 4096,
+            connect_delay: Duration::from_millis(5),
+            capacity: 256 * 1024,
+            declared: TransportInfo {
+                send_buffer: Some(128 * 1024),
+                recv_buffer: Some(128 * 1024),
+            },
+        }
+    }
+}
+
+/// What one side's application does.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// Bytes to send.
+    pub data: Bytes,
+    /// Largest piece per `send`/`write` call.
+    pub write_chunk: usize,
+    /// Use zero-copy `send` (else `write`).
+    pub zero_copy: bool,
+    /// Largest read per pump (small values exercise backpressure).
+    pub read_chunk: usize,
+    /// Call `close` instead of `shutdown` once everything was sent and the
+    /// peer's end of stream was read.
+    pub close_after_eof: bool,
+}
+
+impl AppConfig {
+    /// Sends `data` in 16 KiB pieces, reads eagerly, shuts down when done.
+    pub fn sending(data: Bytes) -> Self {
+        AppConfig {
+            data,
+            write_chunk: 16 * 1024,
+            zero_copy: true,
+            read_chunk: usize::MAX,
+            close_after_eof: false,
+        }
+    }
+}
+
+/// One side's application state.
+#[derive(Debug)]
+struct App {
+    cfg: AppConfig,
+    sent: usize,
+    received: Vec<u8>,
+    eof: bool,
+    outcome: Option<Result<(), SessionError>>,
+    read_error: Option<SessionError>,
+}
+
+impl App {
+    fn new(cfg: AppConfig) -> Self {
+        App {
+            cfg,
+            sent: 0,
+            received: Vec::new(),
+            eof: false,
+            outcome: None,
+            read_error: None,
+        }
+    }
+
+    /// One round of application work; returns whether anything happened.
+    fn act(&mut self, s: &mut Session) -> bool {
+        let mut progress = false;
+        while self.sent < self.cfg.data.len() {
+            let end = (self.sent + self.cfg.write_chunk).min(self.cfg.data.len());
+            let r = if self.cfg.zero_copy {
+                let mut piece = self.cfg.data.slice(self.sent..end);
+                s.send(&mut piece)
+            } else {
+                s.write(&self.cfg.data[self.sent..end])
+            };
+            match r {
+                Ok(n) if n > 0 => {
+                    self.sent += n;
+                    progress = true;
+                }
+                Ok(_) | Err(WriteError::Blocked) => break,
+                Err(_) => {
+                    // Finished or failed: nothing more will be accepted.
+                    self.sent = self.cfg.data.len() + 1;
+                    break;
+                }
+            }
+        }
+        if self.sent == self.cfg.data.len() {
+            // Everything accepted: finish our direction.
+            if self.cfg.close_after_eof {
+                if self.eof {
+                    s.close();
+                    self.sent += 1;
+                    progress = true;
+                }
+            } else {
+                s.shutdown();
+                self.sent += 1;
+                progress = true;
+            }
+        }
+        let mut budget = self.cfg.read_chunk;
+        let mut buf = [0u8; 8192];
+        while budget > 0 && !self.eof && self.read_error.is_none() {
+            let want = budget.min(buf.len());
+            match s.read(&mut buf[..want]) {
+                Ok(0) => {
+                    self.eof = true;
+                    progress = true;
+                }
+                Ok(n) => {
+                    self.received.extend_from_slice(&buf[..n]);
+                    budget -= n;
+                    progress = true;
+                }
+                Err(ReadError::Blocked) => break,
+                Err(ReadError::Session(e)) => {
+                    self.read_error = Some(e);
+                    progress = true;
+                }
+            }
+        }
+        progress
+    }
+}
+
+/// Why a simulation could not finish.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimError {
+    /// More steps than the budget: a livelock.
+    #[error("no end after {steps} steps (livelock?)")]
+    StepBudget {
+        /// Steps taken.
+        steps: u64,
+    },
+    /// The virtual clock passed its limit.
+    #[error("virtual time limit passed")]
+    TimeBudget,
+    /// Nothing left to do although sessions are still running.
+    #[error("stalled: no event pending but sessions still running")]
+    Stalled,
+    /// A replayed resume was admitted.
+    #[error("a replayed resume was admitted")]
+    ReplayAdmitted,
+}
+
+/// The end of a simulation.
+#[derive(Debug)]
+pub struct SimOutcome {
+    /// How the client session ended.
+    pub client: Result<(), SessionError>,
+    /// How the client's server session ended (`None` if none was ever created).
+    pub server: Option<Result<(), SessionError>>,
+    /// Bytes the client application read.
+    pub client_received: Vec<u8>,
+    /// Bytes the server application read.
+    pub server_received: Vec<u8>,
+    /// What the client sent.
+    pub client_data: Bytes,
+    /// What the server sent.
+    pub server_data: Bytes,
+    /// Steps taken.
+    pub steps: u64,
+    /// Virtual time elapsed.
+    pub elapsed: Duration,
+    /// Faults that struck.
+    pub faults_applied: usize,
+    /// Client counters.
+    pub client_stats: crate::session::Stats,
+    /// Most bytes any session retained at once.
+    pub max_retained: u64,
+    /// Largest retention capacity any session reported.
+    pub max_capacity: u64,
+}
+
+#[derive(Debug)]
+struct Dir {
+    queue: VecDeque<(Instant, Bytes)>,
+    in_flight: usize,
+    last_at: Option<Instant>,
+    /// The sending end closed: the receiver learns after the queue drains.
+    eof: bool,
+    /// Recent bytes, replayed by [`Fault::StaleBytes`].
+    history: Vec<u8>,
+}
+
+impl Dir {
+    fn new() -> Self {
+        Dir {
+            queue: VecDeque::new(),
+            in_flight: 0,
+            last_at: None,
+            eof: false,
+            history: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Conn {
+    client_tid: TransportId,
+    server_tid: TransportId,
+    c2s: Dir,
+    s2c: Dir,
+    client_open: bool,
+    server_open: bool,
+    blackholed: bool,
+    paused_until: Option<Instant>,
+    reader: Option<HandshakeReader>,
+    owner: Option<SessionId>,
+    /// A pure replay transport with no client end.
+    replay: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    ConnectDone { conn: usize },
+    ConnectFailed { tid: TransportId },
+    ClientLost { tid: TransportId },
+    ServerLost { conn: usize },
+}
+
+struct ServerSide {
+    session: Session,
+    app: App,
+    held: Option<Transmit>,
+}
+
+/// Two ends and a link on a virtual clock. See the module docs.
+pub struct Pair {
+    /// The virtual clock.
+    pub now: Instant,
+    start: Instant,
+    /// The client session.
+    pub client: Session,
+    client_app: App,
+    client_held: Option<Transmit>,
+    /// The server's connection set.
+    pub set: ConnectionSet,
+    servers: HashMap<SessionId, ServerSide>,
+    server_app_cfg: AppConfig,
+    conns: Vec<Conn>,
+    pending: Vec<(Instant, Pending)>,
+    link: LinkConfig,
+    rng: Rng,
+    entropy: SeededEntropy,
+    next_server_tid: TransportId,
+    faults: VecDeque<ScheduledFault>,
+    faults_applied: usize,
+    link_bytes: u64,
+    connect_failures: u32,
+    outage_until: Option<Instant>,
+    last_resume: Option<Vec<u8>>,
+    replay_admitted: bool,
+    steps: u64,
+    max_retained: u64,
+    max_capacity: u64,
+}
+
+impl std::fmt::Debug for Pair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pair")
+            .field("elapsed", &(self.now - self.start))
+            .field("client", &self.client.state())
+            .field("servers", &self.servers.len())
+            .field("conns", &self.conns.len())
+            .finish()
+    }
+}
+
+/// Everything a simulated run needs.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Seed for chunking, delays and entropy.
+    pub seed: u64,
+    /// Client session settings.
+    pub client: Config,
+    /// Server session and connection-set settings.
+    pub server: Config,
+    /// Link behaviour.
+    pub link: LinkConfig,
+    /// The client application.
+    pub client_app: AppConfig,
+    /// The server application (for every server session).
+    pub server_app: AppConfig,
+    /// Faults, in order of `at_byte`.
+    pub faults: Vec<ScheduledFault>,
+}
+
+/// A configuration with short timers, suited to simulations.
+pub fn fast_config() -> Config {
+    Config {
+        max_reconnect_time: Duration::from_secs(20),
+        heartbeat_interval: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(1000),
+        handshake_timeout: Duration::from_millis(500),
+        backoff_initial: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(500),
+        max_frame_payload: 16 * 1024,
+        send_buffer_capacity: 256 * 1024,
+        recv_buffer_capacity: 256 * 1024,
+        ..Config::default()
+    }
+}
+
+impl Pair {
+    /// A pair at virtual time `start`; the client asks for its first transport at once.
+    pub fn new(start: Instant, sc: Scenario) -> Pair {
+        let mut faults: Vec<ScheduledFault> = sc.faults;
+        faults.sort_by_key(|f| f.at_byte);
+        let mut rng = Rng::new(sc.seed);
+        let client = Session::client(sc.client, start, rng.next_u64());
+        Pair {
+            now: start,
+            start,
+            client,
+            client_app: App::new(sc.client_app),
+            client_held: None,
+            set: ConnectionSet::new(sc.server),
+            servers: HashMap::new(),
+            server_app_cfg: sc.server_app,
+            conns: Vec::new(),
+            pending: Vec::new(),
+            link: sc.link,
+            entropy: SeededEntropy::new(rng.next_u64()),
+            rng,
+            next_server_tid: 1000,
+            faults: faults.into(),
+            faults_applied: 0,
+            link_bytes: 0,
+            connect_failures: 0,
+            outage_until: None,
+            last_resume: None,
+            replay_admitted: false,
+            steps: 0,
+            max_retained: 0,
+            max_capacity: 0,
+        }
+    }
+
+    /// The server session paired with the client, once the client knows its id.
+    pub fn server(&self) -> Option<&Session> {
+        self.client
+            .session_id()
+            .and_then(|id| self.servers.get(&id))
+            .map(|s| &s.session)
+    }
+
+    /// Bytes delivered by the link so far.
+    pub fn link_bytes(&self) -> u64 {
+        self.link_bytes
+    }
+
+    /// Number of server sessions ever created (orphans included).
+    pub fn server_sessions(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// True once the client and its server session have both ended.
+    pub fn is_done(&self) -> bool {
+        let server_done = match self.server() {
+            Some(s) => s.is_finished(),
+            // The client failed before any server session matched it.
+            None => true,
+        };
+        self.client.is_finished() && server_done && self.client_held.is_none()
+    }
+
+    /// Runs until both ends finished, within `max_steps` and `max_time`.
+    pub fn run(mut self, max_steps: u64, max_time: Duration) -> Result<SimOutcome, SimError> {
+        loop {
+            self.pump();
+            if self.replay_admitted {
+                return Err(SimError::ReplayAdmitted);
+            }
+            if self.is_done() {
+                // Let the last frames land, so both applications read everything.
+                for _ in 0..10_000 {
+                    if !self.advance() {
+                        break;
+                    }
+                    self.pump();
+                }
+                return Ok(self.outcome());
+            }
+            self.steps += 1;
+            if self.steps > max_steps {
+                return Err(SimError::StepBudget { steps: self.steps });
+            }
+            if self.now - self.start > max_time {
+                return Err(SimError::TimeBudget);
+            }
+            if !self.advance() {
+                return Err(SimError::Stalled);
+            }
+        }
+    }
+
+    fn outcome(mut self) -> SimOutcome {
+        let client = self.client_app.outcome.clone().unwrap_or(Ok(()));
+        let id = self.client.session_id();
+        let server_side = id.and_then(|id| self.servers.remove(&id));
+        let (server, server_received) = match server_side {
+            Some(s) => (s.app.outcome.clone().or(Some(Ok(()))), s.app.received),
+            None => (None, Vec::new()),
+        };
+        SimOutcome {
+            client,
+            server,
+            client_received: std::mem::take(&mut self.client_app.received),
+            server_received,
+            client_data: self.client_app.cfg.data.clone(),
+            server_data: self.server_app_cfg.data.clone(),
+            steps: self.steps,
+            elapsed: self.now - self.start,
+            faults_applied: self.faults_applied,
+            client_stats: self.client.stats(),
+            max_retained: self.max_retained,
+            max_capacity: self.max_capacity,
+        }
+    }
+
+    // ---- pumping outputs ----
+
+    /// Runs applications and drains every session's outputs at the current time.
+    pub fn pump(&mut self) {
+        for _ in 0..1_000_000 {
+            let mut progress = self.client_app.act(&mut self.client);
+            progress |= self.drain_client();
+            let ids: Vec<SessionId> = self.servers.keys().copied().collect();
+            for id in ids {
+                progress |= self.drain_server(id);
+            }
+            while let Some(ev) = self.set.poll_event() {
+                progress = true;
+                let (SetEvent::Evicted(id) | SetEvent::Expired(id)) = ev;
+                let input = match ev {
+                    SetEvent::Evicted(_) => Input::Evicted,
+                    SetEvent::Expired(_) => Input::Timeout,
+                };
+                if let Some(s) = self.servers.get_mut(&id) {
+                    s.session.handle_input(self.now, input);
+                }
+            }
+            self.observe();
+            if !progress {
+                return;
+            }
+        }
+    }
+
+    fn observe(&mut self) {
+        let mut check = |s: &Session| {
+            self.max_retained = self.max_retained.max(s.retained());
+            self.max_capacity = self.max_capacity.max(s.retain_capacity());
+            debug_assert!(
+                s.retained() <= s.retain_capacity(),
+                "retained beyond capacity"
+            );
+        };
+        check(&self.client);
+        for s in self.servers.values() {
+            check(&s.session);
+        }
+    }
+
+    fn drain_client(&mut self) -> bool {
+        let mut progress = false;
+        if let Some(t) = self.client_held.take() {
+            match self.try_write(true, t) {
+                Ok(()) => progress = true,
+                Err(t) => {
+                    self.client_held = Some(t);
+                    return false;
+                }
+            }
+        }
+        while let Some(out) = self.client.poll_output() {
+            progress = true;
+            match out {
+                Output::Transmit(t) => {
+                    if let Err(t) = self.try_write(true, t) {
+                        self.client_held = Some(t);
+                        break;
+                    }
+                }
+                Output::Connect { transport } => self.connect(transport),
+                Output::DropTransport { transport } => {
+                    if let Some(ci) = self
+                        .conns
+                        .iter()
+                        .position(|c| c.client_tid == transport && !c.replay)
+                    {
+                        let c = &mut self.conns[ci];
+                        if c.client_open {
+                            c.client_open = false;
+                            c.c2s.eof = true;
+                            c.s2c.queue.clear();
+                            c.s2c.in_flight = 0;
+                        }
+                    }
+                }
+                Output::Event(Event::Finished(r)) => self.client_app.outcome = Some(r),
+                Output::Event(_) => {}
+            }
+        }
+        progress
+    }
+
+    fn drain_server(&mut self, id: SessionId) -> bool {
+        let mut progress = false;
+        let Some(mut side) = self.servers.remove(&id) else {
+            return false;
+        };
+        progress |= side.app.act(&mut side.session);
+        let mut blocked = false;
+        if let Some(t) = side.held.take() {
+            match self.try_write(false, t) {
+                Ok(()) => progress = true,
+                Err(t) => {
+                    side.held = Some(t);
+                    blocked = true;
+                }
+            }
+        }
+        while !blocked {
+            let Some(out) = side.session.poll_output() else {
+                break;
+            };
+            progress = true;
+            match out {
+                Output::Transmit(t) => {
+                    if let Err(t) = self.try_write(false, t) {
+                        side.held = Some(t);
+                        blocked = true;
+                    }
+                }
+                Output::Connect { .. } => {}
+                Output::DropTransport { transport } => {
+                    if let Some(c) = self.conns.iter_mut().find(|c| c.server_tid == transport) {
+                        if c.server_open {
+                            c.server_open = false;
+                            c.s2c.eof = true;
+                            c.c2s.queue.clear();
+                            c.c2s.in_flight = 0;
+                        }
+                    }
+                }
+                Output::Event(Event::Parked) => {
+                    self.set.parked(self.now, id, side.session.retained());
+                }
+                Output::Event(Event::Finished(r)) => {
+                    self.set.finished(self.now, id, &r);
+                    side.app.outcome = Some(r);
+                }
+                Output::Event(_) => {}
+            }
+        }
+        self.servers.insert(id, side);
+        progress
+    }
+
+    /// Writes a transmit into its transport if the link has room. A transmit
+    /// for a closed or unknown transport is dropped, as a failing write would be.
+    fn try_write(&mut self, from_client: bool, t: Transmit) -> Result<(), Transmit> {
+        let found = self.conns.iter().position(|c| {
+            if from_client {
+                c.client_tid == t.transport && !c.replay
+            } else {
+                c.server_tid == t.transport
+            }
+        });
+        let Some(ci) = found else {
+            return Ok(());
+        };
+        let capacity = self.link.capacity;
+        let c = &mut self.conns[ci];
+        let (open, dir) = if from_client {
+            (c.client_open, &mut c.c2s)
+        } else {
+            (c.server_open, &mut c.s2c)
+        };
+        if !open || dir.eof {
+            return Ok(());
+        }
+        let len = t.len();
+        // One transmit always fits into an empty pipe, as a kernel accepts a
+        // partial write; otherwise wait for room.
+        if dir.in_flight > 0 && dir.in_flight + len > capacity {
+            return Err(t);
+        }
+        let mut bytes = Vec::with_capacity(len);
+        t.write_to(&mut bytes);
+        dir.history.extend_from_slice(&bytes);
+        if dir.history.len() > 8192 {
+            let cut = dir.history.len() - 8192;
+            dir.history.drain(..cut);
+        }
+        let bytes = Bytes::from(bytes);
+        let mut off = 0;
+        while off < bytes.len() {
+            let n = (self.rng.range(1, self.link.max_chunk as u64) as usize).min(bytes.len() - off);
+            let lat = self.rng.range(
+                self.link.latency_min.as_micros() as u64,
+                self.link.latency_max.as_micros() as u64,
+            );
+            let mut at = self.now + Duration::from_micros(lat);
+            if let Some(last) = dir.last_at {
+                at = at.max(last);
+            }
+            dir.last_at = Some(at);
+            dir.queue.push_back((at, bytes.slice(off..off + n)));
+            off += n;
+        }
+        dir.in_flight += len;
+        Ok(())
+    }
+
+    fn connect(&mut self, tid: TransportId) {
+        let at = self.now + self.link.connect_delay;
+        let failing = self.connect_failures > 0 || self.outage_until.is_some_and(|u| self.now < u);
+        if failing {
+            self.connect_failures = self.connect_failures.saturating_sub(1);
+            self.pending.push((at, Pending::ConnectFailed { tid }));
+            return;
+        }
+        self.next_server_tid += 1;
+        self.conns.push(Conn {
+            client_tid: tid,
+            server_tid: self.next_server_tid,
+            c2s: Dir::new(),
+            s2c: Dir::new(),
+            client_open: true,
+            server_open: true,
+            blackholed: false,
+            paused_until: None,
+            reader: None,
+            owner: None,
+            replay: false,
+        });
+        let conn = self.conns.len() - 1;
+        self.pending.push((at, Pending::ConnectDone { conn }));
+    }
+
+    // ---- advancing time ----
+
+    fn deliverable(&self, c: &Conn, to_server: bool) -> Option<Instant> {
+        if c.blackholed {
+            return None;
+        }
+        let (dir, open) = if to_server {
+            (&c.c2s, c.server_open)
+        } else {
+            (&c.s2c, c.client_open)
+        };
+        if !open {
+            return None;
+        }
+        let receiver_ready = if to_server {
+            match c.owner.and_then(|id| self.servers.get(&id)) {
+                Some(s) => s.session.wants_input(),
+                None => true,
+            }
+        } else {
+            self.client.wants_input()
+        };
+        if !receiver_ready {
+            return None;
+        }
+        let at = match dir.queue.front() {
+            Some((at, _)) => *at,
+            None if dir.eof => dir.last_at.unwrap_or(self.now),
+            None => return None,
+        };
+        Some(match c.paused_until {
+            Some(p) => at.max(p),
+            None => at,
+        })
+    }
+
+    fn next_time(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for c in &self.conns {
+            consider(self.deliverable(c, true));
+            consider(self.deliverable(c, false));
+        }
+        for (t, _) in &self.pending {
+            consider(Some(*t));
+        }
+        consider(self.client.poll_timeout());
+        for s in self.servers.values() {
+            consider(s.session.poll_timeout());
+        }
+        consider(self.set.poll_timeout());
+        next
+    }
+
+    /// Moves the clock to the next event and processes everything due then.
+    /// Returns false if nothing is pending at all.
+    pub fn advance(&mut self) -> bool {
+        let Some(t) = self.next_time() else {
+            return false;
+        };
+        self.now = self.now.max(t);
+        let now = self.now;
+        // Pending notices and connects.
+        let due: Vec<Pending> = {
+            let mut due = Vec::new();
+            self.pending.retain(|(at, p)| {
+                if *at <= now {
+                    due.push(*p);
+                    false
+                } else {
+                    true
+                }
+            });
+            due
+        };
+        for p in due {
+            self.apply_pending(p);
+        }
+        // Deliveries: one chunk per due direction per advance keeps interleavings varied.
+        for ci in 0..self.conns.len() {
+            for to_server in [true, false] {
+                if self
+                    .deliverable(&self.conns[ci], to_server)
+                    .is_some_and(|at| at <= now)
+                {
+                    self.deliver(ci, to_server);
+                }
+            }
+        }
+        // Timers.
+        if self.client.poll_timeout().is_some_and(|t| t <= now) {
+            self.client.handle_input(now, Input::Timeout);
+        }
+        for s in self.servers.values_mut() {
+            if s.session.poll_timeout().is_some_and(|t| t <= now) {
+                s.session.handle_input(now, Input::Timeout);
+            }
+        }
+        if self.set.poll_timeout().is_some_and(|t| t <= now) {
+            self.set.handle_timeout(now);
+        }
+        true
+    }
+
+    fn apply_pending(&mut self, p: Pending) {
+        let now = self.now;
+        match p {
+            Pending::ConnectDone { conn } => {
+                let c = &mut self.conns[conn];
+                if !c.client_open {
+                    // The client gave up on this attempt meanwhile.
+                    c.server_open = false;
+                    return;
+                }
+                c.reader = Some(HandshakeReader::new(now, self.set.config()));
+                let info = self.link.declared;
+                let tid = c.client_tid;
+                self.client.handle_input(
+                    now,
+                    Input::TransportUp {
+                        transport: tid,
+                        info,
+                    },
+                );
+            }
+            Pending::ConnectFailed { tid } | Pending::ClientLost { tid } => {
+                self.client
+                    .handle_input(now, Input::TransportLost { transport: tid });
+            }
+            Pending::ServerLost { conn } => {
+                let c = &self.conns[conn];
+                let tid = c.server_tid;
+                if let Some(s) = c.owner.and_then(|id| self.servers.get_mut(&id)) {
+                    s.session
+                        .handle_input(now, Input::TransportLost { transport: tid });
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, ci: usize, to_server: bool) {
+        let c = &mut self.conns[ci];
+        let dir = if to_server { &mut c.c2s } else { &mut c.s2c };
+        let Some((_, mut chunk)) = dir.queue.pop_front() else {
+            // Queue drained after the sender closed: the receiver sees EOF.
+            dir.eof = false;
+            if to_server {
+                c.server_open = false;
+                let tid = c.server_tid;
+                if let Some(s) = c.owner.and_then(|id| self.servers.get_mut(&id)) {
+                    s.session
+                        .handle_input(self.now, Input::TransportLost { transport: tid });
+                }
+            } else {
+                c.client_open = false;
+                let tid = c.client_tid;
+                self.client
+                    .handle_input(self.now, Input::TransportLost { transport: tid });
+            }
+            return;
+        };
+        // A fault due inside this chunk strikes at its exact byte.
+        if let Some(f) = self.faults.front() {
+            let due_in = f.at_byte.saturating_sub(self.link_bytes);
+            if (due_in as usize) < chunk.len() {
+                let rest = chunk.split_off(due_in as usize);
+                if !rest.is_empty() {
+                    dir.queue.push_front((self.now, rest));
+                }
+            }
+        }
+        dir.in_flight = dir.in_flight.saturating_sub(chunk.len());
+        self.link_bytes += chunk.len() as u64;
+        if !chunk.is_empty() {
+            self.hand_over(ci, to_server, &chunk);
+        }
+        while self
+            .faults
+            .front()
+            .is_some_and(|f| f.at_byte <= self.link_bytes)
+        {
+            if let Some(f) = self.faults.pop_front() {
+                self.apply_fault(f.fault);
+            }
+        }
+    }
+
+    fn hand_over(&mut self, ci: usize, to_server: bool, data: &[u8]) {
+        let now = self.now;
+        if !to_server {
+            let tid = self.conns[ci].client_tid;
+            self.client.handle_input(
+                now,
+                Input::Received {
+                    transport: tid,
+                    data,
+                },
+            );
+            return;
+        }
+        let tid = self.conns[ci].server_tid;
+        let Some(reader) = self.conns[ci].reader.as_mut() else {
+            if let Some(s) = self.conns[ci]
+                .owner
+                .and_then(|id| self.servers.get_mut(&id))
+            {
+                s.session.handle_input(
+                    now,
+                    Input::Received {
+                        transport: tid,
+                        data,
+                    },
+                );
+            }
+            return;
+        };
+        match reader.feed(data) {
+            HandshakeStep::NeedMore => {}
+            HandshakeStep::Reject { reply, .. } => {
+                self.conns[ci].reader = None;
+                self.server_close(ci, reply);
+            }
+            HandshakeStep::Hello { hello, consumed } => {
+                self.conns[ci].reader = None;
+                let replay = self.conns[ci].replay;
+                if let crate::frame::ClientHello::Resume(_) = &hello {
+                    if !replay {
+                        let mut b = bytes::BytesMut::new();
+                        hello.encode(&mut b);
+                        self.last_resume = Some(b.to_vec());
+                    }
+                }
+                let info = self.link.declared;
+                match self.set.admit(now, tid, info, hello, &mut self.entropy) {
+                    Admission::Fresh(session) => {
+                        let id = session.session_id().unwrap_or(SessionId([0; 16]));
+                        self.conns[ci].owner = Some(id);
+                        self.servers.insert(
+                            id,
+                            ServerSide {
+                                session: *session,
+                                app: App::new(self.server_app_cfg.clone()),
+                                held: None,
+                            },
+                        );
+                    }
+                    Admission::Resume { session_id, resume } => {
+                        if replay {
+                            self.replay_admitted = true;
+                        }
+                        self.conns[ci].owner = Some(session_id);
+                        if let Some(s) = self.servers.get_mut(&session_id) {
+                            s.session.handle_input(
+                                now,
+                                Input::Resume {
+                                    transport: tid,
+                                    resume,
+                                    info,
+                                },
+                            );
+                        }
+                    }
+                    Admission::Reject { reply, .. } => {
+                        self.server_close(ci, Some(reply));
+                        return;
+                    }
+                }
+                let rest = &data[consumed..];
+                if !rest.is_empty() {
+                    if let Some(s) = self.conns[ci]
+                        .owner
+                        .and_then(|id| self.servers.get_mut(&id))
+                    {
+                        s.session.handle_input(
+                            now,
+                            Input::Received {
+                                transport: tid,
+                                data: rest,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The server writes `reply` (if any) on a transport and closes it.
+    fn server_close(&mut self, ci: usize, reply: Option<Bytes>) {
+        let tid = self.conns[ci].server_tid;
+        if let Some(reply) = reply {
+            let t = Transmit {
+                transport: tid,
+                head: crate::frame::FrameHead::EMPTY,
+                payload: reply,
+            };
+            let _ = self.try_write(false, t);
+        }
+        let c = &mut self.conns[ci];
+        c.server_open = false;
+        c.s2c.eof = true;
+    }
+
+    fn current_conn(&self) -> Option<usize> {
+        let tid = self.client.transport()?;
+        self.conns
+            .iter()
+            .rposition(|c| c.client_tid == tid && !c.replay)
+    }
+
+    fn apply_fault(&mut self, f: Fault) {
+        self.faults_applied += 1;
+        let now = self.now;
+        match f {
+            Fault::Crash {
+                client_notice_ms,
+                server_notice_ms,
+            } => {
+                let Some(ci) = self.current_conn() else {
+                    return;
+                };
+                let c = &mut self.conns[ci];
+                c.blackholed = true;
+                for d in [&mut c.c2s, &mut c.s2c] {
+                    d.queue.clear();
+                    d.in_flight = 0;
+                    d.eof = false;
+                }
+                let tid = c.client_tid;
+                if let Some(ms) = client_notice_ms {
+                    let at = now + Duration::from_millis(u64::from(ms));
+                    self.pending.push((at, Pending::ClientLost { tid }));
+                }
+                if let Some(ms) = server_notice_ms {
+                    let at = now + Duration::from_millis(u64::from(ms));
+                    self.pending.push((at, Pending::ServerLost { conn: ci }));
+                }
+            }
+            Fault::Blackhole => {
+                if let Some(ci) = self.current_conn() {
+                    self.conns[ci].blackholed = true;
+                }
+            }
+            Fault::Pause { ms } => {
+                if let Some(ci) = self.current_conn() {
+                    self.conns[ci].paused_until = Some(now + Duration::from_millis(u64::from(ms)));
+                }
+            }
+            Fault::StaleBytes => {
+                let current = self.current_conn();
+                for ci in 0..self.conns.len() {
+                    if Some(ci) == current || self.conns[ci].replay {
+                        continue;
+                    }
+                    let c = &self.conns[ci];
+                    let (ctid, stid) = (c.client_tid, c.server_tid);
+                    let (to_client, to_server) = (c.s2c.history.clone(), c.c2s.history.clone());
+                    let owner = c.owner;
+                    if self.client.transport() != Some(ctid) && !to_client.is_empty() {
+                        self.client.handle_input(
+                            now,
+                            Input::Received {
+                                transport: ctid,
+                                data: &to_client,
+                            },
+                        );
+                    }
+                    if let Some(s) = owner.and_then(|id| self.servers.get_mut(&id)) {
+                        if s.session.transport() != Some(stid) && !to_server.is_empty() {
+                            s.session.handle_input(
+                                now,
+                                Input::Received {
+                                    transport: stid,
+                                    data: &to_server,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            Fault::DuplicateResume => {
+                let Some(bytes) = self.last_resume.clone() else {
+                    return;
+                };
+                self.next_server_tid += 1;
+                self.conns.push(Conn {
+                    client_tid: u64::MAX,
+                    server_tid: self.next_server_tid,
+                    c2s: Dir::new(),
+                    s2c: Dir::new(),
+                    client_open: false,
+                    server_open: true,
+                    blackholed: false,
+                    paused_until: None,
+                    reader: Some(HandshakeReader::new(now, self.set.config())),
+                    owner: None,
+                    replay: true,
+                });
+                let ci = self.conns.len() - 1;
+                self.hand_over(ci, true, &bytes);
+            }
+            Fault::ConnectFailures { n } => self.connect_failures += u32::from(n),
+            Fault::Outage { ms } => {
+                self.outage_until = Some(now + Duration::from_millis(u64::from(ms)));
+            }
+        }
+    }
+}

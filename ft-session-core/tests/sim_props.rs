@@ -1,0 +1,351 @@
+//! Properties of whole sessions under seeded fault schedules, in the
+//! deterministic simulation (virtual time, so they run fast and never flake).
+#![cfg(feature = "sim")]
+#![allow(clippy::unwrap_used)]
+// Tests are the caller: they own the clock the core is handed.
+#![allow(clippy::disallowed_methods)]
+
+use std::mem::discriminant;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ft_session_core::frame::{Decoded, Frame, FrameDecoder};
+use ft_session_core::sim::{
+    fast_config, pattern, AppConfig, Fault, LinkConfig, Pair, Rng, Scenario, ScheduledFault,
+    SimOutcome,
+};
+use ft_session_core::{ReleasePolicy, SessionError, TransportInfo};
+use proptest::prelude::*;
+
+const MAX_STEPS: u64 = 2_000_000;
+const MAX_TIME: Duration = Duration::from_secs(600);
+
+/// Faults a session must survive (the transport comes back within the limit).
+fn survivable_fault(r: &mut Rng) -> Fault {
+    let notice = |r: &mut Rng| {
+        if r.chance(25) {
+            None
+        } else {
+            Some(r.range(0, 300) as u16)
+        }
+    };
+    match r.range(0, 9) {
+        0..=3 => Fault::Crash {
+            client_notice_ms: notice(r),
+            server_notice_ms: notice(r),
+        },
+        4 => Fault::Blackhole,
+        5 => Fault::Pause {
+            ms: r.range(1, 3000) as u16,
+        },
+        6 => Fault::StaleBytes,
+        7 => Fault::DuplicateResume,
+        8 => Fault::ConnectFailures {
+            n: r.range(1, 4) as u8,
+        },
+        _ => Fault::Outage {
+            ms: r.range(1, 3000) as u32,
+        },
+    }
+}
+
+fn schedule(
+    r: &mut Rng,
+    total: u64,
+    n: usize,
+    mut make: impl FnMut(&mut Rng) -> Fault,
+) -> Vec<ScheduledFault> {
+    (0..n)
+        .map(|_| ScheduledFault {
+            at_byte: r.range(0, total),
+            fault: make(r),
+        })
+        .collect()
+}
+
+fn scenario(seed: u64, policy: ReleasePolicy) -> Scenario {
+    let mut r = Rng::new(seed);
+    let up = r.range(0, 96 * 1024) as usize;
+    let down = r.range(0, 96 * 1024) as usize;
+    let mut client = fast_config();
+    client.release_policy = policy;
+    let mut server = fast_config();
+    server.release_policy = policy;
+    // Small stream buffers make backpressure and acks matter.
+    if r.chance(50) {
+        client.send_buffer_capacity = r.range(4 * 1024, 64 * 1024) as usize;
+        server.send_buffer_capacity = r.range(4 * 1024, 64 * 1024) as usize;
+    }
+    let app = |data: Bytes, r: &mut Rng| AppConfig {
+        data,
+        write_chunk: r.range(1, 20_000) as usize,
+        zero_copy: r.chance(50),
+        read_chunk: if r.chance(30) {
+            r.range(1, 4096) as usize
+        } else {
+            usize::MAX
+        },
+        close_after_eof: r.chance(30),
+    };
+    let client_app = app(pattern(seed ^ 1, up), &mut r);
+    let mut server_app = app(pattern(seed ^ 2, down), &mut r);
+    // Only one side may wait for the other's end of stream before finishing.
+    server_app.close_after_eof = false;
+    let link = LinkConfig {
+        max_chunk: r.range(1, 8192) as usize,
+        latency_max: Duration::from_millis(r.range(1, 50)),
+        ..LinkConfig::default()
+    };
+    let total = (up + down) as u64 + 2_000;
+    let n = r.range(0, 8) as usize;
+    Scenario {
+        seed,
+        client,
+        server,
+        link,
+        client_app,
+        server_app,
+        faults: schedule(&mut r, total, n, survivable_fault),
+    }
+}
+
+fn run(sc: Scenario) -> SimOutcome {
+    let desc = format!("{sc:?}").chars().take(600).collect::<String>();
+    match Pair::new(Instant::now(), sc).run(MAX_STEPS, MAX_TIME) {
+        Ok(o) => o,
+        Err(e) => panic!("simulation failed: {e}\nscenario: {desc}"),
+    }
+}
+
+fn assert_prefix(got: &[u8], sent: &[u8], what: &str) {
+    assert!(got.len() <= sent.len(), "{what}: more bytes than sent");
+    assert!(
+        got == &sent[..got.len()],
+        "{what}: delivered bytes are not a prefix of what was sent"
+    );
+}
+
+fn check_exact(o: &SimOutcome) {
+    assert_eq!(o.client, Ok(()), "client outcome");
+    assert_eq!(o.server, Some(Ok(())), "server outcome");
+    assert_eq!(
+        o.server_received.len(),
+        o.client_data.len(),
+        "client->server length"
+    );
+    assert!(o.server_received == o.client_data, "client->server bytes");
+    assert_eq!(
+        o.client_received.len(),
+        o.server_data.len(),
+        "server->client length"
+    );
+    assert!(o.client_received == o.server_data, "server->client bytes");
+    assert!(o.max_retained <= o.max_capacity, "retained beyond capacity");
+}
+
+fn cases() -> u32 {
+    std::env::var("FT_SIM_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// (1) With reconnects possible, each direction delivers exactly the bytes
+    /// written, once, in order; (3) retained bytes never exceed capacity.
+    #[test]
+    fn exact_delivery_under_survivable_faults_ack(seed in any::<u64>()) {
+        check_exact(&run(scenario(seed, ReleasePolicy::Ack)));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases() / 4, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// (1) and (3) for the implicit policy with truthful buffer sizes.
+    #[test]
+    fn exact_delivery_under_survivable_faults_implicit(seed in any::<u64>()) {
+        check_exact(&run(scenario(seed, ReleasePolicy::Implicit)));
+    }
+
+    /// (2) When the transport stays away longer than the limit, both sides end
+    /// with the same typed error and what was delivered is a prefix.
+    #[test]
+    fn same_error_on_both_sides_when_reconnect_fails(seed in any::<u64>()) {
+        let mut sc = scenario(seed, ReleasePolicy::Ack);
+        let mut r = Rng::new(seed ^ 0xdead);
+        let total = (sc.client_app.data.len() + sc.server_app.data.len()) as u64;
+        let at = r.range(0, total);
+        // An outage longer than max_reconnect_time, starting with a crash.
+        sc.faults.retain(|f| f.at_byte < at && !matches!(f.fault, Fault::Outage { .. }));
+        sc.faults.push(ScheduledFault { at_byte: at, fault: Fault::Outage { ms: 60_000 } });
+        sc.faults.push(ScheduledFault { at_byte: at, fault: Fault::Crash {
+            client_notice_ms: Some(r.range(0, 100) as u16),
+            server_notice_ms: if r.chance(30) { None } else { Some(r.range(0, 100) as u16) },
+        }});
+        let o = run(sc);
+        assert_prefix(&o.server_received, &o.client_data, "client->server");
+        assert_prefix(&o.client_received, &o.server_data, "server->client");
+        if o.client.is_ok() {
+            // The crash came after everything was done: then it is exact.
+            check_exact(&o);
+        } else {
+            let c = o.client.clone().unwrap_err();
+            assert_eq!(discriminant(&c), discriminant(&SessionError::Expired), "client: {c}");
+            if let Some(s) = &o.server {
+                let s = s.clone().unwrap_err();
+                assert_eq!(discriminant(&c), discriminant(&s), "client {c} vs server {s}");
+            }
+        }
+    }
+
+    /// (4) Implicit release with a bound smaller than what is in flight ends
+    /// in DataLost on both sides, never in corrupt data.
+    #[test]
+    fn undersized_implicit_bound_is_data_lost_never_corruption(seed in any::<u64>()) {
+        let mut sc = scenario(seed, ReleasePolicy::Implicit);
+        sc.client.implicit_margin = Some(0);
+        sc.server.implicit_margin = Some(0);
+        sc.link.declared = TransportInfo { send_buffer: Some(512), recv_buffer: Some(512) };
+        let o = run(sc);
+        assert_prefix(&o.server_received, &o.client_data, "client->server");
+        assert_prefix(&o.client_received, &o.server_data, "server->client");
+        match (&o.client, &o.server) {
+            (Ok(()), Some(Ok(()))) => check_exact(&o),
+            (Err(c), Some(Err(s))) => {
+                assert!(matches!(c, SessionError::DataLost { .. }), "client: {c}");
+                assert!(matches!(s, SessionError::DataLost { .. }), "server: {s}");
+            }
+            (c, s) => panic!("sides disagree: client {c:?}, server {s:?}"),
+        }
+    }
+
+    /// (5) The decoder never panics on arbitrary bytes in arbitrary chunks,
+    /// and every frame it accepts re-encodes to the same bytes.
+    #[test]
+    fn decoder_total_and_canonical(data in proptest::collection::vec(any::<u8>(), 0..512), cuts in proptest::collection::vec(1usize..64, 1..16)) {
+        let mut d = FrameDecoder::new(1024);
+        let mut rest = &data[..];
+        let mut reencoded = Vec::new();
+        let mut i = 0;
+        let mut payload_left = 0usize;
+        while !rest.is_empty() {
+            let n = cuts[i % cuts.len()].min(rest.len());
+            i += 1;
+            let mut piece = &rest[..n];
+            rest = &rest[n..];
+            while !piece.is_empty() {
+                match d.decode(piece) {
+                    Ok((used, item)) => {
+                        prop_assert!(used > 0 && used <= piece.len());
+                        match item {
+                            Some(Decoded::Head(ft_session_core::frame::Head::Control(f))) => {
+                                let mut b = bytes::BytesMut::new();
+                                f.encode(&mut b);
+                                reencoded.extend_from_slice(&b);
+                            }
+                            Some(Decoded::Head(ft_session_core::frame::Head::Data { offset, len })) => {
+                                reencoded.extend_from_slice(ft_session_core::frame::FrameHead::data(offset, len).as_slice());
+                                payload_left = len as usize;
+                            }
+                            Some(Decoded::Payload(p)) => {
+                                prop_assert!(p.len() <= payload_left);
+                                payload_left -= p.len();
+                                reencoded.extend_from_slice(p);
+                            }
+                            None => {}
+                        }
+                        piece = &piece[used..];
+                    }
+                    Err(_) => { rest = &[]; break; }
+                }
+            }
+        }
+        // What was accepted re-encodes to exactly the bytes it came from.
+        prop_assert!(data.starts_with(&reencoded) || reencoded.len() <= data.len());
+        prop_assert_eq!(&data[..reencoded.len()], &reencoded[..]);
+    }
+
+    /// (5) Frames round-trip through encode and decode.
+    #[test]
+    fn frames_roundtrip(offset in any::<u64>(), payload in proptest::collection::vec(any::<u8>(), 1..100), n in any::<u64>(), code in any::<u16>(), close in any::<bool>()) {
+        for f in [
+            Frame::Data { offset, payload: Bytes::from(payload.clone()) },
+            Frame::Ack { received: n },
+            Frame::Heartbeat,
+            Frame::Fin { offset: n, close },
+            Frame::Close,
+            Frame::Abort { code: ft_session_core::Code::from_u16(code) },
+        ] {
+            let mut b = bytes::BytesMut::new();
+            f.encode(&mut b);
+            let (g, used) = Frame::decode(&b, 1024).unwrap().unwrap();
+            prop_assert_eq!(used, b.len());
+            prop_assert_eq!(g, f);
+        }
+    }
+}
+
+/// A fixed schedule that must produce DataLost: the undersized bound is
+/// really exercised, not only allowed.
+#[test]
+fn undersized_bound_does_lose_data_on_a_crash_mid_stream() {
+    let mut lost = 0;
+    for seed in 0..20 {
+        let mut sc = scenario(seed, ReleasePolicy::Implicit);
+        sc.client_app = AppConfig::sending(pattern(seed, 200_000));
+        sc.server_app = AppConfig::sending(pattern(seed + 1, 200_000));
+        sc.client.implicit_margin = Some(0);
+        sc.server.implicit_margin = Some(0);
+        sc.link.declared = TransportInfo {
+            send_buffer: Some(512),
+            recv_buffer: Some(512),
+        };
+        sc.faults = vec![ScheduledFault {
+            at_byte: 150_000,
+            fault: Fault::Crash {
+                client_notice_ms: Some(1),
+                server_notice_ms: Some(1),
+            },
+        }];
+        let o = run(sc);
+        assert_prefix(&o.server_received, &o.client_data, "client->server");
+        assert_prefix(&o.client_received, &o.server_data, "server->client");
+        if matches!(o.client, Err(SessionError::DataLost { .. })) {
+            assert!(
+                matches!(o.server, Some(Err(SessionError::DataLost { .. }))),
+                "{:?}",
+                o.server
+            );
+            lost += 1;
+        }
+    }
+    assert!(lost > 10, "only {lost} of 20 runs lost data");
+}
+
+/// The simulated runs really suffer the faults they schedule.
+#[test]
+fn faults_really_strike_and_sessions_resume() {
+    let mut resumes = 0;
+    let mut faults = 0;
+    for seed in 0..50 {
+        let mut sc = scenario(seed, ReleasePolicy::Ack);
+        sc.client_app = AppConfig::sending(pattern(seed, 100_000));
+        sc.server_app = AppConfig::sending(pattern(seed + 1, 100_000));
+        sc.faults = vec![ScheduledFault {
+            at_byte: 50_000 + seed * 1000,
+            fault: Fault::Crash {
+                client_notice_ms: Some(5),
+                server_notice_ms: None,
+            },
+        }];
+        let o = run(sc);
+        check_exact(&o);
+        faults += o.faults_applied;
+        resumes += o.client_stats.resumes;
+    }
+    assert_eq!(faults, 50);
+    assert!(resumes >= 50, "{resumes} resumes");
+}
