@@ -1,0 +1,480 @@
+//! The per-session driver: the one task that moves bytes between a session
+//! and its transport, dials (client), takes resumed transports (server) and
+//! runs the session's timers.
+
+use std::future::Future;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use ft_session_core::{Event, Input, Output, SessionError, SessionId, Transmit, TransportId};
+
+use crate::listener::RegistryRef;
+use crate::stream::{lock, Handle, Shared};
+use crate::{BoxTransport, Connect, ConnectFuture, Runtime, Timer};
+
+/// Read buffer per session: one maximum default frame, so a busy stream
+/// needs few reads.
+const READ_BUF: usize = 64 * 1024;
+/// Steps per poll before yielding, so one busy session cannot starve the
+/// other tasks of its worker thread.
+const BUDGET: u32 = 128;
+
+/// Server-side link to the listener's registry.
+pub(crate) struct ServerLink {
+    pub registry: RegistryRef,
+    pub id: SessionId,
+}
+
+/// A `Transmit` being written, and how much of it is out.
+struct Pending {
+    transmit: Transmit,
+    written: usize,
+}
+
+/// The driver future of one session. See the module docs.
+pub(crate) struct Driver<R: Runtime> {
+    rt: R,
+    handle: Arc<Handle>,
+    transport: Option<(TransportId, BoxTransport)>,
+    connecting: Option<(TransportId, ConnectFuture)>,
+    writing: Option<Pending>,
+    needs_flush: bool,
+    buf: Box<[u8]>,
+    timer: Option<R::Timer>,
+    /// Deadline the timer is armed for. It may be earlier than the session's
+    /// next deadline: an early `Timeout` is harmless, and re-arming on every
+    /// transmit (heartbeat deadlines move with each one) would cost more.
+    armed: Option<Instant>,
+    connector: Option<Arc<dyn Connect>>,
+    server: Option<ServerLink>,
+}
+
+impl<R: Runtime> Driver<R> {
+    pub fn client(rt: R, handle: Arc<Handle>, connector: Arc<dyn Connect>) -> Self {
+        Self::new(rt, handle, None, Some(connector), None)
+    }
+
+    pub fn server(
+        rt: R,
+        handle: Arc<Handle>,
+        transport: (TransportId, BoxTransport),
+        leftover: Bytes,
+        link: ServerLink,
+    ) -> Self {
+        let d = Self::new(rt, handle, Some(transport), None, Some(link));
+        if !leftover.is_empty() {
+            let now = d.rt.now();
+            let handle = d.handle.clone();
+            let mut sh = lock(&handle.shared);
+            let id = d.transport.as_ref().map_or(0, |t| t.0);
+            sh.session.handle_input(
+                now,
+                Input::Received {
+                    transport: id,
+                    data: &leftover,
+                },
+            );
+        }
+        d
+    }
+
+    fn new(
+        rt: R,
+        handle: Arc<Handle>,
+        transport: Option<(TransportId, BoxTransport)>,
+        connector: Option<Arc<dyn Connect>>,
+        server: Option<ServerLink>,
+    ) -> Self {
+        Driver {
+            rt,
+            handle,
+            transport,
+            connecting: None,
+            writing: None,
+            needs_flush: false,
+            buf: vec![0u8; READ_BUF].into_boxed_slice(),
+            timer: None,
+            armed: None,
+            connector,
+            server,
+        }
+    }
+
+    /// Drops the transport `id` if it is the one held (and what was being written to it).
+    fn drop_transport(&mut self, id: TransportId) {
+        if self.transport.as_ref().is_some_and(|t| t.0 == id) {
+            self.transport = None;
+            self.needs_flush = false;
+        }
+        if self
+            .writing
+            .as_ref()
+            .is_some_and(|w| w.transmit.transport == id)
+        {
+            self.writing = None;
+        }
+    }
+
+    /// The transport `id` failed: tell the session and let go of it.
+    fn lose(&mut self, sh: &mut Shared, now: Instant, id: TransportId) {
+        self.drop_transport(id);
+        sh.session
+            .handle_input(now, Input::TransportLost { transport: id });
+    }
+
+    /// Writes the pending transmit; true if anything moved.
+    fn poll_write(&mut self, sh: &mut Shared, cx: &mut Context<'_>, now: Instant) -> bool {
+        let Some(w) = self.writing.as_mut() else {
+            return false;
+        };
+        let tid = w.transmit.transport;
+        let Some((_, t)) = self.transport.as_mut().filter(|t| t.0 == tid) else {
+            // Its transport is gone: the session retransmits after a resume.
+            self.writing = None;
+            return true;
+        };
+        let mut moved = false;
+        loop {
+            let head = w.transmit.head.as_slice();
+            let total = head.len() + w.transmit.payload.len();
+            if w.written >= total {
+                self.writing = None;
+                self.needs_flush = true;
+                return true;
+            }
+            let r = if w.written < head.len() {
+                let bufs = [
+                    IoSlice::new(&head[w.written..]),
+                    IoSlice::new(&w.transmit.payload),
+                ];
+                Pin::new(&mut **t).poll_write_vectored(cx, &bufs)
+            } else {
+                Pin::new(&mut **t).poll_write(cx, &w.transmit.payload[w.written - head.len()..])
+            };
+            match r {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    if let Poll::Ready(Err(e)) = &r {
+                        tracing::debug!(transport = tid, error = %e, "transport write failed");
+                    }
+                    self.lose(sh, now, tid);
+                    return true;
+                }
+                Poll::Ready(Ok(n)) => {
+                    w.written += n;
+                    moved = true;
+                }
+                Poll::Pending => {
+                    if sh.session.transport() != Some(tid) {
+                        // The session gave this transport up (idle timeout,
+                        // half-open resume) while the write was blocked: a
+                        // blackholed socket would block it forever.
+                        self.drop_transport(tid);
+                        return true;
+                    }
+                    return moved;
+                }
+            }
+        }
+    }
+
+    /// Acts on one output (a Transmit only becomes the pending write).
+    fn on_output(&mut self, sh: &mut Shared, out: Output) {
+        match out {
+            Output::Transmit(transmit) => {
+                if self
+                    .transport
+                    .as_ref()
+                    .is_some_and(|t| t.0 == transmit.transport)
+                {
+                    self.writing = Some(Pending {
+                        transmit,
+                        written: 0,
+                    });
+                }
+            }
+            Output::Connect { transport } => {
+                tracing::debug!(transport, "connecting");
+                self.connecting = self.connector.as_ref().map(|c| (transport, c.connect()));
+            }
+            Output::DropTransport { transport } => {
+                if self.needs_flush {
+                    if let Some((id, t)) = self.transport.as_mut() {
+                        if *id == transport {
+                            // Best effort: a TLS stream may still hold the last
+                            // record (a reject or abort) in its buffer.
+                            let waker = futures_noop_waker();
+                            let mut cx = Context::from_waker(&waker);
+                            let _ = Pin::new(&mut **t).poll_flush(&mut cx);
+                        }
+                    }
+                }
+                self.drop_transport(transport);
+                if self.connecting.as_ref().is_some_and(|c| c.0 == transport) {
+                    self.connecting = None;
+                }
+            }
+            Output::Event(e) => self.on_event(sh, e),
+        }
+    }
+
+    fn on_event(&mut self, sh: &mut Shared, e: Event) {
+        let role = sh.session.role();
+        let id = sh.session.session_id();
+        match e {
+            Event::Established { session_id } => {
+                tracing::info!(?role, %session_id, "session established");
+                sh.established = true;
+                wake(&mut sh.waiter);
+            }
+            Event::TransportLost { transport } => {
+                tracing::info!(?role, session_id = ?id, transport, "transport lost");
+            }
+            Event::Parked => {
+                tracing::info!(session_id = ?id, retained = sh.session.retained(), "session parked");
+                if let Some(link) = &self.server {
+                    link.registry
+                        .parked(&self.handle, &sh.session, link.id, self.rt.now());
+                }
+            }
+            Event::Resumed {
+                attempt,
+                local_received,
+                peer_received,
+            } => {
+                tracing::info!(
+                    ?role,
+                    session_id = ?id,
+                    attempt,
+                    local_received,
+                    peer_received,
+                    "session resumed"
+                );
+            }
+            Event::Retransmit { from, to } => {
+                tracing::debug!(?role, session_id = ?id, from, to, "retransmitting");
+            }
+            Event::Readable | Event::PeerFinished => wake(&mut sh.reader),
+            Event::Writable => wake(&mut sh.writer),
+            Event::Finished(outcome) => {
+                match &outcome {
+                    Ok(()) => tracing::info!(?role, session_id = ?id, "session closed"),
+                    Err(SessionError::Expired) => {
+                        tracing::warn!(?role, session_id = ?id, "session expired")
+                    }
+                    Err(e) => tracing::warn!(?role, session_id = ?id, error = %e, "session failed"),
+                }
+                if let Some(link) = &self.server {
+                    link.registry.finished(link.id, &outcome, self.rt.now());
+                }
+                sh.outcome = Some(outcome);
+                wake(&mut sh.reader);
+                wake(&mut sh.writer);
+                wake(&mut sh.waiter);
+            }
+            _ => {}
+        }
+    }
+
+    /// One pass over everything the driver waits for; true if anything moved.
+    fn step(&mut self, sh: &mut Shared, cx: &mut Context<'_>) -> bool {
+        let now = self.rt.now();
+        let mut progress = false;
+
+        // Server: a resume routed here by the listener, or an eviction.
+        let (delivery, evicted) = {
+            let mut c = lock(&self.handle.control);
+            (c.delivery.take(), std::mem::take(&mut c.evicted))
+        };
+        if let Some(d) = delivery {
+            progress = true;
+            // The session may still believe in its old transport (half-open):
+            // the core drops it; the new one replaces it here.
+            self.transport = Some((d.id, d.transport));
+            self.needs_flush = false;
+            sh.session.handle_input(
+                now,
+                Input::Resume {
+                    transport: d.id,
+                    resume: d.resume,
+                    info: d.info,
+                },
+            );
+            if !d.leftover.is_empty() {
+                sh.session.handle_input(
+                    now,
+                    Input::Received {
+                        transport: d.id,
+                        data: &d.leftover,
+                    },
+                );
+            }
+        }
+        if evicted {
+            progress = true;
+            sh.session.handle_input(now, Input::Evicted);
+        }
+
+        // Outputs, each Transmit written whole before the next is polled.
+        loop {
+            if self.writing.is_some() {
+                progress |= self.poll_write(sh, cx, now);
+                if self.writing.is_some() {
+                    break;
+                }
+            }
+            match sh.session.poll_output() {
+                Some(out) => {
+                    progress = true;
+                    self.on_output(sh, out);
+                }
+                None => break,
+            }
+        }
+        if self.writing.is_none() && self.needs_flush {
+            if let Some((id, t)) = self.transport.as_mut() {
+                let id = *id;
+                match Pin::new(&mut **t).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.needs_flush = false,
+                    Poll::Ready(Err(_)) => {
+                        self.lose(sh, now, id);
+                        progress = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+        }
+
+        // Client: a transport being opened.
+        if let Some((id, fut)) = self.connecting.as_mut() {
+            let id = *id;
+            if sh.session.transport() != Some(id) {
+                // The attempt timed out in the session.
+                self.connecting = None;
+            } else if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+                self.connecting = None;
+                progress = true;
+                match r {
+                    Ok(c) => {
+                        tracing::debug!(transport = id, "transport connected");
+                        self.transport = Some((id, c.transport));
+                        sh.session.handle_input(
+                            now,
+                            Input::TransportUp {
+                                transport: id,
+                                info: c.info,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        tracing::debug!(transport = id, error = %e, "connect failed");
+                        sh.session
+                            .handle_input(now, Input::TransportLost { transport: id });
+                    }
+                }
+            }
+        }
+
+        // Reading, unless the receive queue is full (TCP then pushes back).
+        if sh.session.wants_input() {
+            if let Some((id, t)) = self.transport.as_mut() {
+                let id = *id;
+                match Pin::new(&mut **t).poll_read(cx, &mut self.buf) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        progress = true;
+                        self.lose(sh, now, id);
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        progress = true;
+                        sh.session.handle_input(
+                            now,
+                            Input::Received {
+                                transport: id,
+                                data: &self.buf[..n],
+                            },
+                        );
+                    }
+                    Poll::Pending => {}
+                }
+            }
+        }
+
+        // Timers.
+        if !progress {
+            if let Some(deadline) = sh.session.poll_timeout() {
+                if deadline <= now {
+                    sh.session.handle_input(now, Input::Timeout);
+                    self.armed = None;
+                    progress = true;
+                } else {
+                    if self.armed.map_or(true, |a| a > deadline) {
+                        match self.timer.as_mut() {
+                            Some(t) => t.reset(deadline),
+                            None => self.timer = Some(self.rt.timer(deadline)),
+                        }
+                        self.armed = Some(deadline);
+                    }
+                    if let Some(t) = self.timer.as_mut() {
+                        if t.poll_expired(cx).is_ready() {
+                            self.armed = None;
+                            sh.session.handle_input(self.rt.now(), Input::Timeout);
+                            progress = true;
+                        }
+                    }
+                }
+            }
+        }
+        progress
+    }
+}
+
+fn wake(slot: &mut Option<std::task::Waker>) {
+    if let Some(w) = slot.take() {
+        w.wake();
+    }
+}
+
+struct Noop;
+
+impl std::task::Wake for Noop {
+    fn wake(self: Arc<Self>) {}
+}
+
+/// A waker that does nothing, for one best-effort poll.
+fn futures_noop_waker() -> std::task::Waker {
+    std::task::Waker::from(Arc::new(Noop))
+}
+
+impl<R: Runtime> Future for Driver<R> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        {
+            let mut c = lock(&this.handle.control);
+            match &c.driver {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => c.driver = Some(cx.waker().clone()),
+            }
+        }
+        let handle = this.handle.clone();
+        for _ in 0..BUDGET {
+            let mut sh = lock(&handle.shared);
+            let progress = this.step(&mut sh, cx);
+            if sh.session.is_finished() && this.writing.is_none() && !progress {
+                // Everything the session had to say (an ABORT, a CLOSE) is written.
+                this.transport = None;
+                return Poll::Ready(());
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Out of budget: let the other tasks of this thread run first.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
