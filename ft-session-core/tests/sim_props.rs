@@ -194,9 +194,17 @@ proptest! {
         } else {
             let c = o.client.clone().unwrap_err();
             assert_eq!(discriminant(&c), discriminant(&SessionError::Expired), "client: {c}");
-            if let Some(s) = &o.server {
-                let s = s.clone().unwrap_err();
-                assert_eq!(discriminant(&c), discriminant(&s), "client {c} vs server {s}");
+            match &o.server {
+                None => {}
+                Some(Err(s)) => assert_eq!(discriminant(&c), discriminant(s), "client {c} vs server {s}"),
+                // The one case the sides cannot agree on (two generals): the
+                // server received the client's final CLOSE, but its answering
+                // CLOSE was lost and the client never got back. Every byte
+                // was delivered both ways; only the confirmation is missing.
+                Some(Ok(())) => {
+                    assert!(o.server_received == o.client_data, "server Ok but client data incomplete");
+                    assert!(o.client_received == o.server_data, "server Ok but server data incomplete");
+                }
             }
         }
     }
