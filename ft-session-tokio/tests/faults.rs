@@ -172,7 +172,9 @@ fn expiring_config() -> Config {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_ends_both_sides_with_expired() {
     bounded(async {
-        let listener = Listener::bind("127.0.0.1:0", expiring_config()).await.unwrap();
+        let listener = Listener::bind("127.0.0.1:0", expiring_config())
+            .await
+            .unwrap();
         let net = Net::new(listener.local_addr().unwrap());
         let mut client = net.connector(expiring_config()).connect().await.unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
@@ -189,7 +191,10 @@ async fn expiry_ends_both_sides_with_expired() {
         assert_eq!(session_error(&ce), Some(&SessionError::Expired), "{ce}");
         assert_eq!(se.kind(), io::ErrorKind::TimedOut);
         assert_eq!(session_error(&se), Some(&SessionError::Expired), "{se}");
-        assert!(net.dials.load(Ordering::SeqCst) >= 2, "the client kept trying");
+        assert!(
+            net.dials.load(Ordering::SeqCst) >= 2,
+            "the client kept trying"
+        );
         wait_until("registry forgot the session", || {
             let st = listener.stats();
             st.sessions == 0 && st.set.parked == 0 && st.set.attached == 0
@@ -209,7 +214,9 @@ async fn parked_sessions_are_dropped_after_max_reconnect_time() {
         let mut client_cfg = expiring_config();
         client_cfg.heartbeat_interval = Duration::from_secs(10);
         client_cfg.idle_timeout = Duration::from_secs(20);
-        let listener = Listener::bind("127.0.0.1:0", expiring_config()).await.unwrap();
+        let listener = Listener::bind("127.0.0.1:0", expiring_config())
+            .await
+            .unwrap();
         let net = Net::new(listener.local_addr().unwrap());
         let connector = net.connector(client_cfg);
         let mut pairs = Vec::new();
@@ -229,7 +236,10 @@ async fn parked_sessions_are_dropped_after_max_reconnect_time() {
 
         net.redirect(dead_addr().await);
         assert_eq!(net.kill_all(), N);
-        wait_until("every server session parked", || listener.stats().set.parked == N).await;
+        wait_until("every server session parked", || {
+            listener.stats().set.parked == N
+        })
+        .await;
         let st = listener.stats();
         assert_eq!(st.set.parked_bytes, (N * BYTES) as u64, "{st:?}");
         assert_eq!(st.sessions, N);

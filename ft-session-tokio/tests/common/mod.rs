@@ -72,7 +72,10 @@ impl Killable {
             if let Some(s) = self.inner.take() {
                 let _ = s.set_zero_linger();
             }
-            return Err(io::Error::new(io::ErrorKind::ConnectionReset, "killed by test"));
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "killed by test",
+            ));
         }
         *self.switch.waker.lock().unwrap() = Some(cx.waker().clone());
         self.inner
@@ -218,7 +221,11 @@ pub async fn write_pattern<W: AsyncWrite + Unpin>(
             gated = true;
         }
         let n = (buf.len() as u64).min(len - off) as usize;
-        let n = if !gated { n.min((len / 2 - off) as usize).max(1) } else { n };
+        let n = if !gated {
+            n.min((len / 2 - off) as usize).max(1)
+        } else {
+            n
+        };
         pattern_at(seed, off, &mut buf[..n]);
         w.write_all(&buf[..n]).await?;
         off += n as u64;
