@@ -165,7 +165,11 @@ fn restarted_server_answers_unknown_session() {
         proxy.kill_all();
         let e = (&client).read(&mut [0u8; 16]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
-        assert_eq!(session_error(&e), Some(&SessionError::UnknownSession), "{e}");
+        assert_eq!(
+            session_error(&e),
+            Some(&SessionError::UnknownSession),
+            "{e}"
+        );
         assert_eq!(second.counts().rejected_resumes, 1);
     });
 }

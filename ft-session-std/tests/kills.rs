@@ -27,17 +27,24 @@ fn transfer(
                 break Arc::new(s);
             }
         };
-        let side = duplex(s.clone(), Arc::new(pattern(2, s2c))).join().unwrap().unwrap();
+        let side = duplex(s.clone(), Arc::new(pattern(2, s2c)))
+            .join()
+            .unwrap()
+            .unwrap();
         s.close().unwrap();
-        // Keep the listener until the session ended: a late resume needs it.
-        drop(listener);
-        (side, s.stats())
+        // The listener must outlive the client's close too: a client whose
+        // last CLOSE was cut resumes and learns the session closed.
+        (side, s.stats(), listener)
     });
     let client = Arc::new(FtStream::connect(proxy.local_addr(), config()).unwrap());
     id_tx.send(client.session_id().unwrap()).unwrap();
-    let cside = duplex(client.clone(), Arc::new(pattern(1, c2s))).join().unwrap().unwrap();
+    let cside = duplex(client.clone(), Arc::new(pattern(1, c2s)))
+        .join()
+        .unwrap()
+        .unwrap();
+    let (sside, sstats, listener) = server.join().unwrap();
     client.close().unwrap();
-    let (sside, sstats) = server.join().unwrap();
+    drop(listener);
     assert_exchange(&cside, &sside, c2s, s2c);
     (client.stats(), sstats)
 }

@@ -51,7 +51,10 @@ fn hundred_concurrent_sessions_with_kills() {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
         });
         let addr = proxy.local_addr();
         let clients: Vec<_> = (0..SESSIONS)
@@ -82,7 +85,10 @@ fn hundred_concurrent_sessions_with_kills() {
             assert_eq!(sent[&n].0, sha, "session {n}");
         }
         let resumed = sent.values().filter(|(_, r)| *r > 0).count();
-        eprintln!("100 sessions: {} kills, {resumed} sessions resumed", proxy.kills());
+        eprintln!(
+            "100 sessions: {} kills, {resumed} sessions resumed",
+            proxy.kills()
+        );
         assert!(proxy.kills() >= 20, "only {} kills", proxy.kills());
     });
 }

@@ -91,8 +91,14 @@ pub fn duplex(stream: Arc<FtStream>, data: Arc<Vec<u8>>) -> thread::JoinHandle<i
 pub fn assert_exchange(client: &Side, server: &Side, c2s_len: usize, s2c_len: usize) {
     assert_eq!(server.received, c2s_len as u64, "client->server length");
     assert_eq!(client.received, s2c_len as u64, "server->client length");
-    assert_eq!(server.received_sha, client.sent_sha, "client->server sha256");
-    assert_eq!(client.received_sha, server.sent_sha, "server->client sha256");
+    assert_eq!(
+        server.received_sha, client.sent_sha,
+        "client->server sha256"
+    );
+    assert_eq!(
+        client.received_sha, server.sent_sha,
+        "server->client sha256"
+    );
 }
 
 /// The core error inside an io::Error from a lost session.
