@@ -171,11 +171,26 @@ impl AppConfig {
     }
 }
 
+/// Step-wise control of one side's application (see [`Pair::new_step_wise`]):
+/// totals the caller has allowed so far, so operation sequences decide when
+/// bytes are written, read and when the direction ends.
+#[derive(Debug, Clone, Copy, Default)]
+struct Controls {
+    /// Bytes of the data the application may have written in total.
+    send: usize,
+    /// Bytes the application may have read in total.
+    read: usize,
+    /// The application finishes its direction once `send` bytes are written.
+    finish: bool,
+}
+
 /// One side's application state.
 #[derive(Debug)]
 struct App {
     cfg: AppConfig,
     sent: usize,
+    /// Bytes the session accepted (unlike `sent`, never bumped past the data).
+    accepted: usize,
     received: Vec<u8>,
     eof: bool,
     outcome: Option<Result<(), SessionError>>,
@@ -187,6 +202,7 @@ impl App {
         App {
             cfg,
             sent: 0,
+            accepted: 0,
             received: Vec::new(),
             eof: false,
             outcome: None,
@@ -195,10 +211,18 @@ impl App {
     }
 
     /// One round of application work; returns whether anything happened.
-    fn act(&mut self, s: &mut Session) -> bool {
+    /// With `ctl`, only what the caller allowed so far happens.
+    fn act(&mut self, s: &mut Session, ctl: Option<Controls>) -> bool {
         let mut progress = false;
-        while self.sent < self.cfg.data.len() {
-            let end = (self.sent + self.cfg.write_chunk).min(self.cfg.data.len());
+        if let Some(c) = ctl {
+            if c.finish && c.send < self.cfg.data.len() {
+                // The direction ends here: what was allowed is all there is.
+                self.cfg.data.truncate(c.send);
+            }
+        }
+        let limit = ctl.map_or(self.cfg.data.len(), |c| c.send.min(self.cfg.data.len()));
+        while self.sent < limit {
+            let end = (self.sent + self.cfg.write_chunk).min(limit);
             let r = if self.cfg.zero_copy {
                 let mut piece = self.cfg.data.slice(self.sent..end);
                 s.send(&mut piece)
@@ -208,6 +232,7 @@ impl App {
             match r {
                 Ok(n) if n > 0 => {
                     self.sent += n;
+                    self.accepted += n;
                     progress = true;
                 }
                 Ok(_) | Err(WriteError::Blocked) => break,
@@ -218,7 +243,7 @@ impl App {
                 }
             }
         }
-        if self.sent == self.cfg.data.len() {
+        if self.sent == self.cfg.data.len() && ctl.map_or(true, |c| c.finish) {
             // Everything accepted: finish our direction.
             if self.cfg.close_after_eof {
                 if self.eof {
@@ -232,7 +257,10 @@ impl App {
                 progress = true;
             }
         }
-        let mut budget = self.cfg.read_chunk;
+        let mut budget = match ctl {
+            Some(c) => c.read.saturating_sub(self.received.len()),
+            None => self.cfg.read_chunk,
+        };
         let mut buf = [0u8; 8192];
         while budget > 0 && !self.eof && self.read_error.is_none() {
             let want = budget.min(buf.len());
@@ -372,6 +400,9 @@ pub struct Pair {
     pub set: ConnectionSet,
     servers: HashMap<SessionId, ServerSide>,
     server_app_cfg: AppConfig,
+    /// Step-wise control of the applications (`None`: they run by themselves).
+    client_ctl: Option<Controls>,
+    server_ctl: Option<Controls>,
     conns: Vec<Conn>,
     pending: Vec<(Instant, Pending)>,
     link: LinkConfig,
@@ -452,6 +483,8 @@ impl Pair {
             set: ConnectionSet::new(sc.server),
             servers: HashMap::new(),
             server_app_cfg: sc.server_app,
+            client_ctl: None,
+            server_ctl: None,
             conns: Vec::new(),
             pending: Vec::new(),
             link: sc.link,
@@ -497,6 +530,152 @@ impl Pair {
             None => true,
         };
         self.client.is_finished() && server_done && self.client_held.is_none()
+    }
+
+    // ---- step-wise driving (operation sequences, fuzzing) ----
+
+    /// A pair whose applications act only when told: each side's data (from
+    /// the scenario's apps) is written as far as [`Self::client_send`] /
+    /// [`Self::server_send`] allowed, read as far as [`Self::client_read`] /
+    /// [`Self::server_read`] allowed, and ended by [`Self::client_shutdown`] /
+    /// [`Self::server_shutdown`]. Drive it with [`Self::pump`],
+    /// [`Self::advance`] or [`Self::advance_until`], and finish with
+    /// [`Self::release_all`] and [`Self::run`].
+    pub fn new_step_wise(start: Instant, sc: Scenario) -> Pair {
+        let mut p = Pair::new(start, sc);
+        p.client_ctl = Some(Controls::default());
+        p.server_ctl = Some(Controls::default());
+        p
+    }
+
+    /// Step-wise: the client application may write `n` more bytes (ignored
+    /// once it shut down).
+    pub fn client_send(&mut self, n: usize) {
+        if let Some(c) = self.client_ctl.as_mut().filter(|c| !c.finish) {
+            c.send = c.send.saturating_add(n);
+        }
+    }
+
+    /// Step-wise: every server application may write `n` more bytes (ignored
+    /// once it shut down).
+    pub fn server_send(&mut self, n: usize) {
+        if let Some(c) = self.server_ctl.as_mut().filter(|c| !c.finish) {
+            c.send = c.send.saturating_add(n);
+        }
+    }
+
+    /// Step-wise: the client application may read `n` more bytes.
+    pub fn client_read(&mut self, n: usize) {
+        if let Some(c) = self.client_ctl.as_mut() {
+            c.read = c.read.max(self.client_app.received.len()).saturating_add(n);
+        }
+    }
+
+    /// Step-wise: the server application may read `n` more bytes.
+    pub fn server_read(&mut self, n: usize) {
+        let have = self.server_received().map_or(0, <[u8]>::len);
+        if let Some(c) = self.server_ctl.as_mut() {
+            c.read = c.read.max(have).saturating_add(n);
+        }
+    }
+
+    /// Step-wise: the client application ends its direction after what it
+    /// was allowed to write.
+    pub fn client_shutdown(&mut self) {
+        if let Some(c) = self.client_ctl.as_mut() {
+            c.finish = true;
+        }
+    }
+
+    /// Step-wise: the server applications end their direction after what they
+    /// were allowed to write.
+    pub fn server_shutdown(&mut self) {
+        if let Some(c) = self.server_ctl.as_mut() {
+            c.finish = true;
+            let allowed = c.send.min(self.server_app_cfg.data.len());
+            self.server_app_cfg.data.truncate(allowed);
+        }
+    }
+
+    /// Step-wise: lets both applications write everything allowed so far,
+    /// read without limit and shut down, so [`Self::run`] can finish.
+    pub fn release_all(&mut self) {
+        self.client_shutdown();
+        self.server_shutdown();
+        for c in [self.client_ctl.as_mut(), self.server_ctl.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            c.read = usize::MAX;
+        }
+    }
+
+    /// Applies a fault to the current transport now, whatever the byte count.
+    pub fn apply_fault_now(&mut self, fault: Fault) {
+        self.apply_fault(fault);
+    }
+
+    /// Adds a fault to the schedule (`at_byte` counts from the start of the
+    /// run; see [`Self::link_bytes`]).
+    pub fn schedule_fault(&mut self, fault: ScheduledFault) {
+        let at = self.faults.partition_point(|f| f.at_byte <= fault.at_byte);
+        self.faults.insert(at, fault);
+    }
+
+    /// Processes every event due until `deadline`, then sets the clock to
+    /// it; stops early after `max_steps` advances. Returns the advances made.
+    pub fn advance_until(&mut self, deadline: Instant, max_steps: u64) -> u64 {
+        let mut steps = 0;
+        self.pump();
+        while steps < max_steps && self.next_time().is_some_and(|t| t <= deadline) {
+            self.advance();
+            self.pump();
+            steps += 1;
+        }
+        if steps < max_steps {
+            self.now = self.now.max(deadline);
+        }
+        steps
+    }
+
+    /// Bytes the client application has written (accepted by its session).
+    pub fn client_sent(&self) -> &[u8] {
+        &self.client_app.cfg.data[..self.client_app.accepted]
+    }
+
+    /// Bytes the client application has read.
+    pub fn client_received(&self) -> &[u8] {
+        &self.client_app.received
+    }
+
+    /// How the client session ended, once it has.
+    pub fn client_outcome(&self) -> Option<&Result<(), SessionError>> {
+        self.client_app.outcome.as_ref()
+    }
+
+    fn paired_app(&self) -> Option<&App> {
+        let id = self.client.session_id()?;
+        self.servers.get(&id).map(|s| &s.app)
+    }
+
+    /// Bytes the server application paired with the client has written.
+    pub fn server_sent(&self) -> Option<&[u8]> {
+        self.paired_app().map(|a| &a.cfg.data[..a.accepted])
+    }
+
+    /// Bytes the server application paired with the client has read.
+    pub fn server_received(&self) -> Option<&[u8]> {
+        self.paired_app().map(|a| &a.received[..])
+    }
+
+    /// How the server session paired with the client ended, once it has.
+    pub fn server_outcome(&self) -> Option<&Result<(), SessionError>> {
+        self.paired_app().and_then(|a| a.outcome.as_ref())
+    }
+
+    /// True if a replayed resume was admitted (never should be).
+    pub fn replay_admitted(&self) -> bool {
+        self.replay_admitted
     }
 
     /// Runs until both ends finished, within `max_steps` and `max_time`.
@@ -558,7 +737,7 @@ impl Pair {
     /// Runs applications and drains every session's outputs at the current time.
     pub fn pump(&mut self) {
         for _ in 0..1_000_000 {
-            let mut progress = self.client_app.act(&mut self.client);
+            let mut progress = self.client_app.act(&mut self.client, self.client_ctl);
             progress |= self.drain_client();
             let ids: Vec<SessionId> = self.servers.keys().copied().collect();
             for id in ids {
@@ -645,7 +824,7 @@ impl Pair {
         let Some(mut side) = self.servers.remove(&id) else {
             return false;
         };
-        progress |= side.app.act(&mut side.session);
+        progress |= side.app.act(&mut side.session, self.server_ctl);
         let mut blocked = false;
         if let Some(t) = side.held.take() {
             match self.try_write(false, t) {
@@ -1184,5 +1363,51 @@ impl Pair {
                 self.outage_until = Some(now + Duration::from_millis(u64::from(ms)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod step_wise_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn scenario() -> Scenario {
+        Scenario {
+            seed: 3,
+            client: fast_config(),
+            server: fast_config(),
+            link: LinkConfig::default(),
+            client_app: AppConfig::sending(pattern(1, 5000)),
+            server_app: AppConfig::sending(pattern(2, 5000)),
+            faults: Vec::new(),
+        }
+    }
+
+    #[test]
+    // Tests own the clock the core is handed.
+    #[allow(clippy::disallowed_methods)]
+    fn applications_act_only_as_allowed() {
+        let start = Instant::now();
+        let mut p = Pair::new_step_wise(start, scenario());
+        p.client_send(1000);
+        p.advance_until(start + Duration::from_secs(1), 100_000);
+        assert_eq!(p.client_sent().len(), 1000);
+        // Nothing read until allowed, and nothing written by the server.
+        assert_eq!(p.server_received(), Some(&[][..]));
+        assert_eq!(p.server_sent(), Some(&[][..]));
+        p.server_read(600);
+        p.apply_fault_now(Fault::Crash {
+            client_notice_ms: Some(1),
+            server_notice_ms: Some(1),
+        });
+        p.advance_until(start + Duration::from_secs(2), 100_000);
+        assert_eq!(p.server_received().unwrap(), &pattern(1, 600)[..]);
+        p.server_send(300);
+        p.release_all();
+        let o = p.run(1_000_000, Duration::from_secs(60)).unwrap();
+        assert_eq!((o.client, o.server), (Ok(()), Some(Ok(()))));
+        assert_eq!(o.server_received, pattern(1, 1000));
+        assert_eq!(o.client_received, pattern(2, 300));
+        assert_eq!(o.client_stats.resumes, 1);
     }
 }
