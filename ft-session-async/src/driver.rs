@@ -402,27 +402,27 @@ impl<R: Runtime> Driver<R> {
             }
         }
 
-        // Timers.
-        if !progress {
-            if let Some(deadline) = sh.session.poll_timeout() {
-                if deadline <= now {
-                    sh.session.handle_input(now, Input::Timeout);
-                    self.armed = None;
-                    progress = true;
-                } else {
-                    if self.armed.map_or(true, |a| a > deadline) {
-                        match self.timer.as_mut() {
-                            Some(t) => t.reset(deadline),
-                            None => self.timer = Some(self.rt.timer(deadline)),
-                        }
-                        self.armed = Some(deadline);
+        // Timers. An overdue deadline is served even while bytes keep
+        // moving, so a busy session still notices a dead peer; the timer is
+        // armed only when the driver is about to sleep.
+        if let Some(deadline) = sh.session.poll_timeout() {
+            if deadline <= now {
+                sh.session.handle_input(now, Input::Timeout);
+                self.armed = None;
+                progress = true;
+            } else if !progress {
+                if self.armed.map_or(true, |a| a > deadline) {
+                    match self.timer.as_mut() {
+                        Some(t) => t.reset(deadline),
+                        None => self.timer = Some(self.rt.timer(deadline)),
                     }
-                    if let Some(t) = self.timer.as_mut() {
-                        if t.poll_expired(cx).is_ready() {
-                            self.armed = None;
-                            sh.session.handle_input(self.rt.now(), Input::Timeout);
-                            progress = true;
-                        }
+                    self.armed = Some(deadline);
+                }
+                if let Some(t) = self.timer.as_mut() {
+                    if t.poll_expired(cx).is_ready() {
+                        self.armed = None;
+                        sh.session.handle_input(self.rt.now(), Input::Timeout);
+                        progress = true;
                     }
                 }
             }
