@@ -8,25 +8,41 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use ft_session_core::sim::{fast_config, pattern, AppConfig, Fault, LinkConfig, Pair, Rng, Scenario, ScheduledFault};
+use ft_session_core::sim::{
+    fast_config, pattern, AppConfig, Fault, LinkConfig, Pair, Rng, Scenario, ScheduledFault,
+};
 use sha2::{Digest, Sha256};
 
 fn hex(d: &[u8]) -> String {
-    Sha256::digest(d).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(d)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn main() -> ExitCode {
-    let seed = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(42u64);
+    let seed = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(42u64);
     let size = 8 << 20;
     let mut r = Rng::new(seed);
     let kinds = |i: u64, r: &mut Rng| match i % 6 {
         0 | 1 => Fault::Crash {
             client_notice_ms: Some(r.range(0, 200) as u16),
-            server_notice_ms: if r.chance(50) { None } else { Some(r.range(0, 200) as u16) },
+            server_notice_ms: if r.chance(50) {
+                None
+            } else {
+                Some(r.range(0, 200) as u16)
+            },
         },
         2 => Fault::Blackhole,
-        3 => Fault::Pause { ms: r.range(100, 3000) as u16 },
-        4 => Fault::ConnectFailures { n: r.range(1, 5) as u8 },
+        3 => Fault::Pause {
+            ms: r.range(100, 3000) as u16,
+        },
+        4 => Fault::ConnectFailures {
+            n: r.range(1, 5) as u8,
+        },
         _ => Fault::StaleBytes,
     };
     let faults: Vec<ScheduledFault> = (0..24u64)
@@ -47,7 +63,10 @@ fn main() -> ExitCode {
         server_app: AppConfig::sending(pattern(seed + 1, size)),
         faults,
     };
-    println!("ft-session demo: {} MiB each way, 24 scheduled faults, seed {seed}", size >> 20);
+    println!(
+        "ft-session demo: {} MiB each way, 24 scheduled faults, seed {seed}",
+        size >> 20
+    );
     let o = match Pair::new(Instant::now(), sc).run(50_000_000, Duration::from_secs(3600)) {
         Ok(o) => o,
         Err(e) => {

@@ -123,6 +123,7 @@ pub mod connection_set;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+mod recv_queue;
 pub mod session;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::config::{Config, ReleasePolicy, TransportInfo};
 use crate::error::{ReadError, SessionError, Violation, WriteError};
@@ -17,6 +17,7 @@ use crate::frame::{
     SessionId, SECRET_LEN,
 };
 use crate::handshake::{accept_proof, encode_hello, resume_proof, verify_accept};
+use crate::recv_queue::RecvQueue;
 use crate::stream_buffer::StreamBuffer;
 
 /// Identifies one transport of a session (a generation): inputs tagged with
@@ -61,6 +62,14 @@ pub enum Input<'a> {
         transport: TransportId,
         /// The bytes.
         data: &'a [u8],
+    },
+    /// Bytes arrived on a transport, owned: payload is kept by reference, not
+    /// copied (read buffers of adapters that own them, in-memory transports).
+    ReceivedBytes {
+        /// Where they arrived.
+        transport: TransportId,
+        /// The bytes.
+        data: Bytes,
     },
     /// The transport failed or closed (or, client, could not be connected).
     TransportLost {
@@ -253,7 +262,7 @@ pub struct Session {
 
     // Receiving side.
     received: u64,
-    rbuf: BytesMut,
+    rbuf: RecvQueue,
     peer_fin: Option<u64>,
     peer_close_requested: bool,
     acked_sent: u64,
@@ -303,7 +312,7 @@ impl Session {
             write_blocked: false,
             peer_params: Params::default(),
             received: 0,
-            rbuf: BytesMut::new(),
+            rbuf: RecvQueue::default(),
             peer_fin: None,
             peer_close_requested: false,
             acked_sent: 0,
@@ -536,9 +545,7 @@ impl Session {
     /// everything was read, or the session closed cleanly).
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
         if !self.rbuf.is_empty() {
-            let n = buf.len().min(self.rbuf.len());
-            buf[..n].copy_from_slice(&self.rbuf[..n]);
-            self.rbuf.advance(n);
+            let n = self.rbuf.read(buf);
             return Ok(n);
         }
         if buf.is_empty() {
@@ -553,11 +560,12 @@ impl Session {
         Err(ReadError::Blocked)
     }
 
-    /// Takes all received bytes at once (no copy when the receive buffer is
-    /// not shared).
+    /// Takes the next contiguous piece of received bytes without copying
+    /// (input given as [`Input::ReceivedBytes`] is handed back by reference).
+    /// An empty result is end of stream.
     pub fn read_chunk(&mut self) -> Result<Bytes, ReadError> {
         if !self.rbuf.is_empty() {
-            return Ok(self.rbuf.split().freeze());
+            return Ok(self.rbuf.read_chunk());
         }
         if let Some(e) = &self.error {
             return Err(ReadError::Session(e.clone()));
@@ -608,7 +616,12 @@ impl Session {
             Input::TransportUp { transport, info } => self.on_transport_up(transport, info),
             Input::Received { transport, data } => {
                 if self.transport == Some(transport) {
-                    self.on_received(data);
+                    self.on_received(data, None);
+                }
+            }
+            Input::ReceivedBytes { transport, data } => {
+                if self.transport == Some(transport) {
+                    self.on_received(&data, Some(&data));
                 }
             }
             Input::TransportLost { transport } => {
@@ -657,7 +670,8 @@ impl Session {
         self.push_transmit(transport, FrameHead::EMPTY, encode_hello(&hello));
     }
 
-    fn on_received(&mut self, data: &[u8]) {
+    /// `owned` is `data` itself when the caller gave `Bytes`.
+    fn on_received(&mut self, data: &[u8], owned: Option<&Bytes>) {
         if data.is_empty() {
             return;
         }
@@ -672,24 +686,27 @@ impl Session {
                     Ok(Some((reply, used))) => {
                         self.on_server_reply(reply);
                         if self.state == SessionState::Established && used < buf.len() {
-                            self.on_frames(&buf[used..]);
+                            self.on_frames(&buf[used..], None);
                         }
                     }
                     Err(e) => self.fail(SessionError::ProtocolViolation(e.into())),
                 }
             }
-            SessionState::Established => self.on_frames(data),
+            SessionState::Established => self.on_frames(data, owned),
             _ => {}
         }
     }
 
-    fn on_frames(&mut self, mut data: &[u8]) {
-        while !data.is_empty() && self.state == SessionState::Established {
+    fn on_frames(&mut self, input: &[u8], owned: Option<&Bytes>) {
+        let mut pos = 0;
+        while pos < input.len() && self.state == SessionState::Established {
+            let data = &input[pos..];
             let (used, item) = match self.decoder.decode(data) {
                 Ok(x) => x,
                 Err(e) => return self.fail(SessionError::ProtocolViolation(e.into())),
             };
-            data = &data[used..];
+            let start = pos;
+            pos += used;
             let Some(item) = item else {
                 continue;
             };
@@ -710,7 +727,13 @@ impl Session {
                     }
                 }
                 Decoded::Payload(p) => {
-                    self.on_payload(p);
+                    // A payload is always the front of the input it came from.
+                    match owned {
+                        Some(b) => {
+                            self.on_payload(p.len(), |q| q.push_bytes(b.slice(start..start + used)))
+                        }
+                        None => self.on_payload(p.len(), |q| q.push_slice(p)),
+                    }
                     Ok(())
                 }
                 Decoded::Head(Head::Control(f)) => self.on_control(f),
@@ -721,11 +744,11 @@ impl Session {
         }
     }
 
-    fn on_payload(&mut self, p: &[u8]) {
+    fn on_payload(&mut self, len: usize, push: impl FnOnce(&mut RecvQueue)) {
         let was_empty = self.rbuf.is_empty();
-        self.rbuf.extend_from_slice(p);
-        self.received += p.len() as u64;
-        self.stats.received_bytes += p.len() as u64;
+        push(&mut self.rbuf);
+        self.received += len as u64;
+        self.stats.received_bytes += len as u64;
         if was_empty {
             self.emit(Event::Readable);
         }
