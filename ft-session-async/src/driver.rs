@@ -206,7 +206,7 @@ impl<R: Runtime> Driver<R> {
                         if *id == transport {
                             // Best effort: a TLS stream may still hold the last
                             // record (a reject or abort) in its buffer.
-                            let waker = futures_noop_waker();
+                            let waker = noop_waker();
                             let mut cx = Context::from_waker(&waker);
                             let _ = Pin::new(&mut **t).poll_flush(&mut cx);
                         }
@@ -444,7 +444,7 @@ impl std::task::Wake for Noop {
 }
 
 /// A waker that does nothing, for one best-effort poll.
-fn futures_noop_waker() -> std::task::Waker {
+fn noop_waker() -> std::task::Waker {
     std::task::Waker::from(Arc::new(Noop))
 }
 

@@ -3,7 +3,7 @@
 //! parked sessions without the application's involvement.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -71,7 +71,7 @@ pub(crate) struct RegistryRef(Arc<Mutex<Registry>>);
 impl RegistryRef {
     /// The session lost its transport. Called under the session's lock, so a
     /// resume cannot slip between the check and the call.
-    pub fn parked(&self, handle: &Handle, session: &Session, id: SessionId, now: Instant) {
+    pub fn parked(&self, handle: &Handle, session: &Session, _id: SessionId, now: Instant) {
         if session.state() != SessionState::Parked {
             // Already resumed: the admission re-attached it in the set.
             return;
@@ -81,7 +81,7 @@ impl RegistryRef {
             // A resume was admitted (re-attaching it) and waits for the driver.
             return;
         }
-        reg.set.parked(now, id, session.retained());
+        reg.set.parked(now, session);
         reg.dispatch_events();
         reg.wake_timer();
     }
@@ -444,10 +444,4 @@ async fn expiry_loop<R: Runtime>(rt: R, registry: RegistryRef) {
         }
     })
     .await
-}
-
-// The driver future must be Send for multi-threaded runtimes.
-#[allow(dead_code)]
-fn assert_send<R: Runtime>(d: Driver<R>) -> impl Future<Output = ()> + Send {
-    d
 }
