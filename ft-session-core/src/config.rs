@@ -6,6 +6,8 @@ use crate::error::SessionError;
 
 /// Default for [`Config::max_reconnect_time`] (the paper's MAX_RECON_TIME).
 pub const DEFAULT_MAX_RECONNECT_TIME: Duration = Duration::from_secs(30);
+/// Default for [`Config::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for [`Config::heartbeat_interval`].
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default for [`Config::idle_timeout`]: ten missed heartbeats, so one lost
@@ -55,6 +57,9 @@ pub enum ReleasePolicy {
 pub struct Config {
     /// How long a session survives without a transport before it expires.
     pub max_reconnect_time: Duration,
+    /// How long a new client session tries to make its first connection
+    /// (with backoff) before it fails with [`SessionError::Unreachable`].
+    pub connect_timeout: Duration,
     /// A heartbeat is sent after this long without transmitting.
     pub heartbeat_interval: Duration,
     /// A transport that delivered nothing for this long is declared dead.
@@ -91,6 +96,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_reconnect_time: DEFAULT_MAX_RECONNECT_TIME,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -124,7 +130,10 @@ impl Config {
                 "idle_timeout must exceed a positive heartbeat_interval",
             ));
         }
-        if self.handshake_timeout.is_zero() || self.backoff_initial.is_zero() {
+        if self.handshake_timeout.is_zero()
+            || self.backoff_initial.is_zero()
+            || self.connect_timeout.is_zero()
+        {
             return Err(SessionError::Config("timeouts must be positive"));
         }
         Ok(())

@@ -211,14 +211,21 @@ impl ConnectionSet {
         }
     }
 
-    /// The session lost its transport ([`crate::Event::Parked`]) and retains
-    /// `retained` bytes. May evict older parked sessions (see [`Self::poll_event`]).
-    pub fn parked(&mut self, now: Instant, id: SessionId, retained: u64) {
+    /// The session lost its transport (after [`crate::Event::Parked`]). A
+    /// report that arrives after a newer resume of the session was admitted
+    /// is stale and ignored, so adapters need no lock ordering between the
+    /// set and their sessions. May evict older parked sessions (see
+    /// [`Self::poll_event`]).
+    pub fn parked(&mut self, now: Instant, session: &Session) {
+        let Some(id) = session.session_id() else {
+            return;
+        };
         if let Some(e) = self.entries.get_mut(&id) {
-            if !matches!(e.state, EntryState::Closed { .. }) {
+            let stale = session.attempt() < e.last_attempt;
+            if !stale && matches!(e.state, EntryState::Attached) {
                 e.state = EntryState::Parked {
                     since: now,
-                    retained,
+                    retained: session.retained(),
                 };
             }
         }

@@ -95,6 +95,9 @@ pub enum SessionError {
     /// first connect never succeeded within it).
     #[error("no transport for longer than the maximum reconnect time")]
     Expired,
+    /// A new session found no server within the connect timeout.
+    #[error("no server reached within the connect timeout")]
+    Unreachable,
     /// The server does not know the session (expired, evicted, or restarted).
     #[error("server does not know this session (expired, evicted or restarted)")]
     UnknownSession,
@@ -165,6 +168,7 @@ impl SessionError {
             SessionError::ClosedByPeer { .. } => io::ErrorKind::BrokenPipe,
             SessionError::Aborted { .. } => io::ErrorKind::ConnectionAborted,
             SessionError::Expired => io::ErrorKind::TimedOut,
+            SessionError::Unreachable => io::ErrorKind::ConnectionRefused,
             SessionError::UnknownSession | SessionError::Evicted => {
                 io::ErrorKind::ConnectionRefused
             }

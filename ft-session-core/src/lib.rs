@@ -132,7 +132,7 @@ pub mod stream_buffer;
 pub use config::{Config, ReleasePolicy, TransportInfo};
 pub use connection_set::{Admission, ConnectionSet, SetCounts, SetEvent};
 pub use error::{ReadError, SessionError, Violation, WriteError};
-pub use frame::{Code, SessionId};
+pub use frame::{ClientHello, Code, Params, SessionId};
 pub use handshake::{Entropy, HandshakeReader, HandshakeStep, SeededEntropy};
 pub use session::{
     Event, Input, Output, Role, Session, SessionState, Stats, Transmit, TransportId, VerifiedResume,

@@ -321,7 +321,7 @@ impl Session {
             last_rx: now,
             last_tx: now,
             handshake_deadline: None,
-            reconnect_deadline: Some(now + cfg.max_reconnect_time),
+            reconnect_deadline: Some(now + cfg.connect_timeout),
             next_attempt: None,
             failures: 0,
             attempt: 0,
@@ -409,6 +409,12 @@ impl Session {
     /// The transport in use, if any.
     pub fn transport(&self) -> Option<TransportId> {
         self.transport
+    }
+
+    /// The attempt number of the current (or last) transport: the client's
+    /// connect attempt, or on the server the attempt of the last resume.
+    pub fn attempt(&self) -> u64 {
+        self.attempt
     }
 
     /// Counters.
@@ -1090,7 +1096,12 @@ impl Session {
                     if let Some(t) = self.transport.take() {
                         self.out.push_back(Output::DropTransport { transport: t });
                     }
-                    return self.end(Err(SessionError::Expired), false);
+                    let e = if self.id.is_some() {
+                        SessionError::Expired
+                    } else {
+                        SessionError::Unreachable
+                    };
+                    return self.end(Err(e), false);
                 }
                 if self.handshake_deadline.is_some_and(|d| now >= d) {
                     self.on_transport_lost();

@@ -859,7 +859,7 @@ impl Pair {
                     }
                 }
                 Output::Event(Event::Parked) => {
-                    self.set.parked(self.now, id, side.session.retained());
+                    self.set.parked(self.now, &side.session);
                 }
                 Output::Event(Event::Finished(r)) => {
                     self.set.finished(self.now, id, &r);

@@ -428,8 +428,8 @@ fn on_event(g: &mut Inner, now: Instant, e: Event) {
         }
         Event::Parked => {
             info!(side, session = %sid, retained = g.session.retained(), "session parked");
-            if let (Some(ctx), Some(id)) = (&g.server, id) {
-                ctx.parked(now, id, g.session.retained());
+            if let Some(ctx) = &g.server {
+                ctx.parked(now, &g.session);
             }
         }
         Event::Resumed {

@@ -52,8 +52,8 @@ pub(crate) struct ServerCtx {
 
 impl ServerCtx {
     /// A session lost its transport (called with that session locked).
-    pub(crate) fn parked(&self, now: Instant, id: SessionId, retained: u64) {
-        lock(&self.set).parked(now, id, retained);
+    pub(crate) fn parked(&self, now: Instant, session: &ft_session_core::Session) {
+        lock(&self.set).parked(now, session);
         // Parking may have evicted others: let the janitor deliver that.
         self.janitor_cond.notify_all();
     }
