@@ -33,6 +33,9 @@ pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 pub const DEFAULT_MAX_PARKED: usize = 1_000;
 /// Default for [`Config::parked_bytes_budget`].
 pub const DEFAULT_PARKED_BYTES_BUDGET: u64 = 1 << 30;
+/// Default for [`Config::implicit_max_buffer`]: twice Linux's default
+/// `rmem_max`/`wmem_max` ceiling of a pinned buffer is far below this.
+pub const DEFAULT_IMPLICIT_MAX_BUFFER: u64 = 64 * 1024 * 1024;
 /// Linux lets a pinned send queue overshoot SO_SNDBUF by up to one packet
 /// buffer (65,112 bytes measured on loopback): the implicit bound adds this.
 pub const IMPLICIT_PACKET_MARGIN: u64 = 64 * 1024;
@@ -79,6 +82,9 @@ pub struct Config {
     /// Extra bytes kept beyond the implicit bound; `None` means
     /// [`IMPLICIT_PACKET_MARGIN`] plus one maximum frame.
     pub implicit_margin: Option<u64>,
+    /// Largest transport buffer (own or announced by the peer) the implicit
+    /// bound accepts: a peer cannot make this side retain without limit.
+    pub implicit_max_buffer: u64,
     /// First reconnect delay after a failed attempt (the first attempt is immediate).
     pub backoff_initial: Duration,
     /// Largest reconnect delay.
@@ -105,6 +111,7 @@ impl Default for Config {
             recv_buffer_capacity: DEFAULT_RECV_BUFFER_CAPACITY,
             release_policy: ReleasePolicy::Ack,
             implicit_margin: None,
+            implicit_max_buffer: DEFAULT_IMPLICIT_MAX_BUFFER,
             backoff_initial: DEFAULT_BACKOFF_INITIAL,
             backoff_max: DEFAULT_BACKOFF_MAX,
             max_sessions: DEFAULT_MAX_SESSIONS,

@@ -1258,21 +1258,24 @@ impl Session {
         }
     }
 
-    /// b = own send buffer + peer receive buffer + margin, if known.
+    /// b = own send buffer + peer receive buffer + margin, if both are known
+    /// and within [`Config::implicit_max_buffer`].
     fn implicit_bound(&self) -> Option<u64> {
-        let own = self.info.send_buffer?;
-        let peer = self.peer_params.recv_buffer;
-        if peer == 0 {
-            return None;
-        }
-        Some(own + peer + self.cfg.effective_implicit_margin())
+        let max = self.cfg.implicit_max_buffer;
+        let own = self.info.send_buffer.filter(|&b| b > 0 && b <= max)?;
+        let peer = Some(self.peer_params.recv_buffer).filter(|&b| b > 0 && b <= max)?;
+        Some(
+            own.saturating_add(peer)
+                .saturating_add(self.cfg.effective_implicit_margin()),
+        )
     }
 
     fn check_implicit(&self) -> Result<(), SessionError> {
         if self.cfg.release_policy == ReleasePolicy::Implicit && self.implicit_bound().is_none() {
             return Err(SessionError::Config(
-                "implicit release needs this transport's send buffer and the peer's receive buffer; \
-                 pin the socket buffers or use ReleasePolicy::Ack",
+                "implicit release needs this transport's send buffer and the peer's receive buffer, \
+                 each positive and at most implicit_max_buffer; pin the socket buffers or use \
+                 ReleasePolicy::Ack",
             ));
         }
         Ok(())
