@@ -20,6 +20,11 @@ use crate::handshake::{accept_proof, encode_hello, resume_proof, verify_accept};
 use crate::recv_queue::RecvQueue;
 use crate::stream_buffer::StreamBuffer;
 
+/// Bit 63 of a DATA_LOST detail: the lost bytes were the client's (the rest
+/// of the detail is the server's received count); clear, they were the
+/// server's (the detail is the oldest offset the server retains).
+pub const DATA_LOST_CLIENT_STREAM: u64 = 1 << 63;
+
 /// Identifies one transport of a session (a generation): inputs tagged with
 /// a superseded transport are ignored.
 pub type TransportId = u64;
@@ -905,6 +910,12 @@ impl Session {
                     Code::Malformed => Err(Violation::RejectedAsMalformed.into()),
                     Code::SessionClosed if self.close_sent => Ok(()),
                     Code::SessionClosed => Err(Violation::UnexpectedSessionClosed.into()),
+                    Code::DataLost if detail & DATA_LOST_CLIENT_STREAM != 0 => {
+                        Err(SessionError::DataLost {
+                            needed: detail & !DATA_LOST_CLIENT_STREAM,
+                            retained_from: self.sbuf.start(),
+                        })
+                    }
                     Code::DataLost => Err(SessionError::DataLost {
                         needed: self.received,
                         retained_from: detail,
@@ -933,20 +944,31 @@ impl Session {
         self.info = info;
         self.peer_params = resume.params;
         self.attempt = resume.attempt;
-        // Both directions are judged here, so both sides end with one verdict.
-        let outcome = if self.received < resume.retained_from {
-            Err(SessionError::DataLost {
+        // Both directions are judged here, so both sides end with one verdict,
+        // in the order of PROTOCOL.md 2.4: count ahead (R4), then data lost (R5).
+        let verdict = if resume.received > self.high {
+            Err((
+                Violation::CountAhead {
+                    claimed: resume.received,
+                    sent: self.high,
+                }
+                .into(),
+                Code::ProtocolViolation,
+                0,
+            ))
+        } else if self.received < resume.retained_from {
+            // Client-to-server bytes are gone: tell the client what we needed.
+            let e = SessionError::DataLost {
                 needed: self.received,
                 retained_from: resume.retained_from,
-            })
-        } else {
-            self.resume_from(resume.received)
-        };
-        if let Err(e) = outcome {
-            let (code, detail) = match &e {
-                SessionError::DataLost { retained_from, .. } => (Code::DataLost, *retained_from),
-                _ => (Code::ProtocolViolation, 0),
             };
+            Err((e, Code::DataLost, DATA_LOST_CLIENT_STREAM | self.received))
+        } else {
+            let start = self.sbuf.start();
+            self.resume_from(resume.received)
+                .map_err(|e| (e, Code::DataLost, start))
+        };
+        if let Err((e, code, detail)) = verdict {
             let reply = ServerReply::Reject { code, detail };
             self.push_transmit(transport, FrameHead::EMPTY, reply.to_bytes());
             return self.end(Err(e), false);
