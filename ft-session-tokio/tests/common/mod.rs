@@ -46,6 +46,8 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 #[derive(Default)]
 struct Switch {
     killed: AtomicBool,
+    /// The transport was dropped (its session moved on or ended).
+    gone: AtomicBool,
     waker: Mutex<Option<Waker>>,
 }
 
@@ -81,6 +83,12 @@ impl Killable {
         self.inner
             .as_mut()
             .ok_or_else(|| io::Error::new(io::ErrorKind::ConnectionReset, "killed by test"))
+    }
+}
+
+impl Drop for Killable {
+    fn drop(&mut self) {
+        self.switch.gone.store(true, Ordering::SeqCst);
     }
 }
 
@@ -183,9 +191,17 @@ impl Net {
         all.iter().filter(|s| s.kill()).count()
     }
 
-    /// Kills the live transports whose index `pick` selects.
+    /// Transports not yet killed nor dropped.
+    pub fn live(&self) -> usize {
+        let mut sw = self.switches.lock().unwrap();
+        sw.retain(|s| !s.gone.load(Ordering::SeqCst) && !s.killed.load(Ordering::SeqCst));
+        sw.len()
+    }
+
+    /// Kills the live transports (in dial order) whose index `pick` selects.
     pub fn kill_where(&self, mut pick: impl FnMut(usize) -> bool) -> usize {
         let mut sw = self.switches.lock().unwrap();
+        sw.retain(|s| !s.gone.load(Ordering::SeqCst) && !s.killed.load(Ordering::SeqCst));
         let mut killed = 0;
         let mut keep = Vec::new();
         for (i, s) in sw.drain(..).enumerate() {
