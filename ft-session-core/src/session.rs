@@ -26,7 +26,9 @@ use crate::stream_buffer::StreamBuffer;
 pub const DATA_LOST_CLIENT_STREAM: u64 = 1 << 63;
 
 /// Identifies one transport of a session (a generation): inputs tagged with
-/// a superseded transport are ignored.
+/// a superseded transport are ignored. Ids need only be unique within one
+/// session (the client's are 1, 2, 3, ...; a server adapter may number its
+/// accepted transports globally).
 pub type TransportId = u64;
 
 /// Which end of the session this is.
@@ -98,6 +100,11 @@ pub enum Input<'a> {
 
 /// Bytes to write to a transport: `head` then `payload`. The adapter must
 /// finish writing one `Transmit` before it polls the next output.
+///
+/// A `Transmit` may name a transport the session has already given up (a
+/// REJECT or ABORT written just before [`Output::DropTransport`] for it):
+/// write it if the transport still takes bytes, and drop it if the write
+/// would block or fail.
 #[derive(Debug, Clone)]
 pub struct Transmit {
     /// The transport to write to.
