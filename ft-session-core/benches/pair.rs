@@ -5,6 +5,8 @@
 //! `cargo bench -p ft-session-core --features sim --bench pair`
 #![allow(clippy::disallowed_methods)] // the benchmark is the caller: it owns the clock
 #![allow(clippy::unwrap_used)]
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
 
 use std::time::Instant;
 
@@ -15,6 +17,7 @@ use ft_session_core::Config;
 const CHUNK: usize = 64 * 1024;
 const TOTAL: usize = 1 << 30;
 
+/// memcpy and the session pair, one after the other in the same run.
 fn bench(c: &mut Criterion) {
     let chunk = pattern(1, CHUNK);
     let chunks = TOTAL / CHUNK;

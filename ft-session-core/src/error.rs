@@ -140,6 +140,7 @@ impl SessionError {
             SessionError::ProtocolViolation(_) => Code::ProtocolViolation,
             SessionError::Expired => Code::Expired,
             SessionError::Evicted => Code::Evicted,
+            SessionError::Config(_) => Code::Incompatible,
             SessionError::Aborted { code, .. } => *code,
             _ => Code::Other(0),
         }

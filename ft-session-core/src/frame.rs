@@ -204,6 +204,9 @@ pub enum Code {
     Expired,
     /// Evicted by the server's limits on parked sessions.
     Evicted,
+    /// The parameters exchanged cannot work on this side (e.g. the implicit
+    /// policy without buffer sizes).
+    Incompatible,
     /// The application aborted the session with this code (0x1000..=0xFFFF).
     Application(u16),
     /// A code this version does not know.
@@ -226,6 +229,7 @@ impl Code {
             Code::ProtocolViolation => 7,
             Code::Expired => 8,
             Code::Evicted => 9,
+            Code::Incompatible => 10,
             Code::Application(c) | Code::Other(c) => c,
         }
     }
@@ -242,6 +246,7 @@ impl Code {
             7 => Code::ProtocolViolation,
             8 => Code::Expired,
             9 => Code::Evicted,
+            10 => Code::Incompatible,
             c if c >= APPLICATION_CODE_BASE => Code::Application(c),
             c => Code::Other(c),
         }

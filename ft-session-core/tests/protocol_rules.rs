@@ -2699,6 +2699,15 @@ fn implicit_without_buffer_sizes_is_config_error() {
     assert!(matches!(outcome(&log), Some(Err(SessionError::Config(_)))));
     assert!(matches!(n.c(0).error(), Some(SessionError::Config(_))));
     assert!(!drops(&log).is_empty());
+    // The peer learns why, with a defined code (3.1: INCOMPATIBLE).
+    assert_eq!(aborts(&log), vec![Code::Incompatible]);
+    assert_eq!(
+        n.s(0).error(),
+        Some(&SessionError::Aborted {
+            code: Code::Incompatible,
+            by_peer: true
+        })
+    );
 }
 
 // ---------------------------------------------------------------------------
