@@ -782,6 +782,16 @@ impl Pair {
 
     fn drain_client(&mut self) -> bool {
         let mut progress = false;
+        // Like a real adapter, abandon a blocked write once the session has
+        // moved off its transport (a blackholed socket never drains).
+        if self
+            .client_held
+            .as_ref()
+            .is_some_and(|t| self.client.transport() != Some(t.transport))
+        {
+            self.client_held = None;
+            progress = true;
+        }
         if let Some(t) = self.client_held.take() {
             match self.try_write(true, t) {
                 Ok(()) => progress = true,
@@ -830,6 +840,14 @@ impl Pair {
         };
         progress |= side.app.act(&mut side.session, self.server_ctl);
         let mut blocked = false;
+        if side
+            .held
+            .as_ref()
+            .is_some_and(|t| side.session.transport() != Some(t.transport))
+        {
+            side.held = None;
+            progress = true;
+        }
         if let Some(t) = side.held.take() {
             match self.try_write(false, t) {
                 Ok(()) => progress = true,

@@ -364,3 +364,10 @@ fn faults_really_strike_and_sessions_resume() {
     assert_eq!(faults, 50);
     assert!(resumes >= 50, "{resumes} resumes");
 }
+
+/// Regression: a transmit held for a blackholed transport must not keep a
+/// finished session's adapter busy forever (found after 29,397 random cases).
+#[test]
+fn held_write_on_a_dead_transport_does_not_stall() {
+    check_exact(&run(scenario(9437016982599632824, ReleasePolicy::Ack)));
+}
