@@ -71,6 +71,8 @@ mod rng;
 mod ss;
 
 pub use hash::{sha256_hex, Sha256Tracker};
-pub use proxy::{Direction, FaultPlan, FaultProxy, KillCause, KillPoint, KillRecord, KillRule};
+pub use proxy::{
+    Direction, FaultPlan, FaultProxy, KillCause, KillPoint, KillRecord, KillRule, ProxyOptions,
+};
 pub use rng::{pattern, pattern_at, splitmix64_at, SplitMix64};
 pub use ss::{ss_kill, ss_kill_probe, SsKillOutcome};

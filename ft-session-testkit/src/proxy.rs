@@ -1,7 +1,7 @@
 //! The fault-injecting loopback TCP proxy.
 
 use crate::rng::SplitMix64;
-use socket2::SockRef;
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,8 +14,79 @@ use std::time::Duration;
 const TICK: Duration = Duration::from_millis(5);
 /// Timeout of the connection to the upstream address.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Size of each forwarding thread's buffer.
+/// Default size of each forwarding thread's buffer.
 const BUF_SIZE: usize = 64 * 1024;
+/// Linux lets a pinned send queue overshoot `SO_SNDBUF` by up to one packet
+/// buffer (65,112 bytes measured on loopback).
+const PACKET_OVERSHOOT: u64 = 64 * 1024;
+
+/// How a [`FaultProxy`] sizes its own buffers. The defaults are the proxy's
+/// historical behaviour: autotuned kernel buffers, 64 KiB copy buffers.
+///
+/// A proxy holds bytes of its own in each direction (its receive buffer
+/// towards the sender, its send buffer towards the receiver, its copy
+/// buffer) that the endpoints' kernels do not see, and a kill discards them.
+/// Tests of the implicit release policy pin these buffers small and declare
+/// [`FaultProxy::max_in_flight`] to the sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProxyOptions {
+    /// Requested `SO_SNDBUF`/`SO_RCVBUF` of every proxy socket (set on the
+    /// listening socket before listen, so accepted sockets inherit them, and
+    /// on each upstream socket before connect). `None`: autotuned.
+    pub socket_buffer: Option<usize>,
+    /// Bytes each forwarding thread reads at once.
+    pub copy_buffer: usize,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            socket_buffer: None,
+            copy_buffer: BUF_SIZE,
+        }
+    }
+}
+
+impl ProxyOptions {
+    /// Pins the proxy's socket buffers to `bytes` (requested size).
+    pub fn socket_buffer(mut self, bytes: usize) -> Self {
+        self.socket_buffer = Some(bytes);
+        self
+    }
+
+    /// Sets the copy buffer size (at least 1 byte).
+    pub fn copy_buffer(mut self, bytes: usize) -> Self {
+        self.copy_buffer = bytes.max(1);
+        self
+    }
+
+    /// What a proxy started with these options will report as
+    /// [`FaultProxy::max_in_flight`], known before it starts (sessions
+    /// behind the proxy need it when they are configured, the proxy needs
+    /// their address): probes the effective sizes on a fresh socket.
+    pub fn max_in_flight(&self) -> io::Result<Option<u64>> {
+        match self.socket_buffer {
+            None => Ok(None),
+            Some(size) => {
+                let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+                socket.set_send_buffer_size(size)?;
+                socket.set_recv_buffer_size(size)?;
+                Ok(Some(self.held(&socket)?))
+            }
+        }
+    }
+
+    /// Per direction: one socket's receive buffer, the other's send buffer
+    /// (same request, same effective sizes), the send queue's overshoot and
+    /// the copy buffer.
+    fn held(&self, pinned: &Socket) -> io::Result<u64> {
+        Ok(pinned.recv_buffer_size()? as u64
+            + pinned.send_buffer_size()? as u64
+            + PACKET_OVERSHOOT
+            + self.copy_buffer as u64)
+    }
+}
 
 /// One direction of a proxied connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -268,6 +339,7 @@ impl Conn {
 struct Shared {
     upstream: SocketAddr,
     plan: FaultPlan,
+    options: ProxyOptions,
     shutdown: AtomicBool,
     paused: AtomicBool,
     blackhole: AtomicBool,
@@ -277,6 +349,8 @@ struct Shared {
     refused: AtomicU64,
     forwarded: [AtomicU64; 2],
     dropped: [AtomicU64; 2],
+    /// Most bytes held per direction, when the buffers are pinned.
+    in_flight: Option<u64>,
     live: Mutex<Vec<Arc<Conn>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     kill_log: Mutex<Vec<KillRecord>>,
@@ -347,12 +421,35 @@ impl FaultProxy {
     /// Binds 127.0.0.1 on an ephemeral port and starts forwarding accepted connections
     /// to `upstream` according to `plan`.
     pub fn start(upstream: SocketAddr, plan: FaultPlan) -> io::Result<FaultProxy> {
-        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        Self::start_with(upstream, plan, ProxyOptions::default())
+    }
+
+    /// Like [`FaultProxy::start`], with the proxy's own buffers sized by `options`.
+    pub fn start_with(
+        upstream: SocketAddr,
+        plan: FaultPlan,
+        options: ProxyOptions,
+    ) -> io::Result<FaultProxy> {
+        let (listener, in_flight) = match options.socket_buffer {
+            None => (TcpListener::bind(("127.0.0.1", 0))?, None),
+            Some(size) => {
+                let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+                // Before listen: accepted sockets inherit the sizes.
+                socket.set_send_buffer_size(size)?;
+                socket.set_recv_buffer_size(size)?;
+                socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+                socket.listen(128)?;
+                let held = options.held(&socket)?;
+                (TcpListener::from(socket), Some(held))
+            }
+        };
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
         let shared = Arc::new(Shared {
             upstream,
             plan,
+            options,
+            in_flight,
             shutdown: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             blackhole: AtomicBool::new(false),
@@ -375,6 +472,14 @@ impl FaultProxy {
             shared,
             accept_thread: Some(accept_thread),
         })
+    }
+
+    /// The most bytes this proxy can hold per direction (kernel buffers of its
+    /// two sockets, their send-queue overshoot, its copy buffer), when its
+    /// socket buffers are pinned ([`ProxyOptions::socket_buffer`]); `None`
+    /// when they are autotuned, since that capacity grows during a transfer.
+    pub fn max_in_flight(&self) -> Option<u64> {
+        self.shared.in_flight
     }
 
     /// The address clients connect to (127.0.0.1 and an ephemeral port).
@@ -534,6 +639,23 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
     }
 }
 
+/// Connects to the upstream address, pinning the socket's buffers first if
+/// the options say so.
+fn connect_upstream(shared: &Shared) -> io::Result<TcpStream> {
+    let Some(size) = shared.options.socket_buffer else {
+        return TcpStream::connect_timeout(&shared.upstream, CONNECT_TIMEOUT);
+    };
+    let socket = Socket::new(
+        Domain::for_address(shared.upstream),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_send_buffer_size(size)?;
+    socket.set_recv_buffer_size(size)?;
+    socket.connect_timeout(&shared.upstream.into(), CONNECT_TIMEOUT)?;
+    Ok(socket.into())
+}
+
 /// Prepares a socket for forwarding: blocking with short timeouts, no Nagle delay.
 fn configure(s: &TcpStream) -> io::Result<()> {
     s.set_nonblocking(false)?;
@@ -566,7 +688,7 @@ fn run_connection(shared: &Arc<Shared>, conn: &Arc<Conn>, mut client: TcpStream)
             return;
         }
         // Hold: drain and drop the client's bytes until the hole is lifted.
-        let mut buf = vec![0u8; BUF_SIZE];
+        let mut buf = vec![0u8; shared.options.copy_buffer];
         while shared.blackhole.load(Ordering::SeqCst) {
             if shared.stopping() || conn.is_dead() {
                 return;
@@ -588,9 +710,7 @@ fn run_connection(shared: &Arc<Shared>, conn: &Arc<Conn>, mut client: TcpStream)
             }
         }
     }
-    let upstream = match TcpStream::connect_timeout(&shared.upstream, CONNECT_TIMEOUT)
-        .and_then(|u| configure(&u).map(|()| u))
-    {
+    let upstream = match connect_upstream(shared).and_then(|u| configure(&u).map(|()| u)) {
         Ok(u) => u,
         Err(_) => {
             // Nothing to forward to: the client sees a reset.
@@ -675,14 +795,14 @@ fn forward(
     mut pending: Vec<u8>,
 ) {
     let d = dir.idx();
-    let mut buf = vec![0u8; BUF_SIZE];
+    let mut buf = vec![0u8; shared.options.copy_buffer];
     loop {
         if shared.stopping() || conn.is_dead() {
             return;
         }
         let n = if !pending.is_empty() {
-            // Bytes held before forwarding started; at most BUF_SIZE at a time.
-            let n = pending.len().min(BUF_SIZE);
+            // Bytes held before forwarding started; one buffer at a time.
+            let n = pending.len().min(buf.len());
             buf[..n].copy_from_slice(&pending[..n]);
             pending.drain(..n);
             n
@@ -723,7 +843,7 @@ fn forward(
         if let Some(left) = budget {
             if n as u64 >= left {
                 if shared.reserve_plan_kill() {
-                    // `left < n <= BUF_SIZE`, so the conversion cannot fail.
+                    // `left < n <= buf.len()`, so the conversion cannot fail.
                     len = usize::try_from(left).unwrap_or(n);
                     kill_now = true;
                 } else {
