@@ -10,12 +10,16 @@
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ft_session_core::{Event, Input, Output, Session, SessionError, Transmit, TransportId};
+use ft_session_core::{
+    Config, Event, Input, Output, ReleasePolicy, Session, SessionError, SessionState, Transmit,
+    TransportId, TransportInfo,
+};
 use tracing::{debug, info, warn};
 
 use crate::listener::ServerCtx;
@@ -40,6 +44,23 @@ struct Link {
     /// Queue to the writer thread; `None` once the session dropped the link.
     tx: Sender<Transmit>,
     shutdown: ShutdownFn,
+    /// Transmits queued to the writer and not yet fully written.
+    queued: Arc<AtomicUsize>,
+}
+
+/// The transport's info as the core must see it: under the implicit policy
+/// the writer thread holds at most one frame the kernel has not taken yet
+/// (see `Inner::writer_full`), bytes the core already counts as handed to
+/// the transport; they are added to the send buffer so b covers them. The
+/// core's own margin (one packet buffer and one frame) stays for the
+/// kernel's overshoot and the receiver's partially decoded frame.
+pub(crate) fn with_writer_hold(info: TransportInfo, cfg: &Config) -> TransportInfo {
+    TransportInfo {
+        send_buffer: info
+            .send_buffer
+            .map(|s| s.saturating_add(u64::from(cfg.max_frame_payload))),
+        ..info
+    }
 }
 
 pub(crate) struct Inner {
@@ -57,6 +78,26 @@ pub(crate) struct Inner {
     pub(crate) write_timeout: Option<Duration>,
     writers: usize,
     side: &'static str,
+}
+
+impl Inner {
+    /// Under the implicit policy the core releases bytes once they are
+    /// b bytes behind what it handed out, so nothing may pile up between the
+    /// core and the kernel: while the current transport's writer has a
+    /// transmit, no new output is polled (a data frame would be the next).
+    /// Outputs are only held back while the session is established on that
+    /// transport; a loss or an ending changes the state and lets them out.
+    fn writer_full(&self) -> bool {
+        if self.session.config().release_policy != ReleasePolicy::Implicit
+            || self.session.state() != SessionState::Established
+        {
+            return false;
+        }
+        self.session
+            .transport()
+            .and_then(|t| self.links.get(&t))
+            .is_some_and(|l| l.queued.load(Ordering::Acquire) > 0)
+    }
 }
 
 pub(crate) struct Shared {
@@ -126,12 +167,16 @@ impl Shared {
     /// to writer threads, connects to connector threads.
     pub(crate) fn pump(self: &Arc<Self>, g: &mut Inner) {
         let now = Instant::now();
-        while let Some(out) = g.session.poll_output() {
+        while !g.writer_full() {
+            let Some(out) = g.session.poll_output() else {
+                break;
+            };
             match out {
                 Output::Transmit(t) => {
                     // A transmit for a link already gone is moot: the core
                     // learns of the loss and retransmits on the next one.
                     if let Some(link) = g.links.get(&t.transport) {
+                        link.queued.fetch_add(1, Ordering::AcqRel);
                         let _ = link.tx.send(t);
                     }
                 }
@@ -176,7 +221,7 @@ impl Shared {
                             (halves.shutdown)(Shutdown::Both);
                             return;
                         }
-                        let info = halves.info;
+                        let info = with_writer_hold(halves.info, g.session.config());
                         me.attach(&mut g, transport, halves);
                         info!(side = g.side, transport, "transport connected");
                         g.session
@@ -207,13 +252,16 @@ impl Shared {
     ) {
         let (tx, rx) = mpsc::channel();
         let shutdown = t.shutdown.clone();
+        let queued = Arc::new(AtomicUsize::new(0));
         g.links.insert(
             transport,
             Link {
                 tx,
                 shutdown: shutdown.clone(),
+                queued: queued.clone(),
             },
         );
+        let throttled = g.session.config().release_policy == ReleasePolicy::Implicit;
         let me = self.clone();
         let reader = t.reader;
         let r = thread::Builder::new()
@@ -224,7 +272,7 @@ impl Shared {
         let shutdown_w = shutdown.clone();
         let w = thread::Builder::new()
             .name("ft-session-writer".into())
-            .spawn(move || me.write_loop(transport, rx, writer, shutdown_w));
+            .spawn(move || me.write_loop(transport, rx, writer, shutdown_w, queued, throttled));
         if w.is_ok() {
             g.writers += 1;
         }
@@ -288,6 +336,8 @@ impl Shared {
         rx: Receiver<Transmit>,
         mut writer: Box<dyn Write + Send>,
         shutdown: ShutdownFn,
+        queued: Arc<AtomicUsize>,
+        throttled: bool,
     ) {
         let result = (|| -> io::Result<()> {
             loop {
@@ -304,6 +354,12 @@ impl Shared {
                     Err(TryRecvError::Disconnected) => return writer.flush(),
                 };
                 write_transmit(&mut writer, &t)?;
+                if queued.fetch_sub(1, Ordering::AcqRel) == 1 && throttled {
+                    // The pump stopped polling while this frame was out
+                    // (`Inner::writer_full`): fetch the next one.
+                    let mut g = self.lock();
+                    self.pump(&mut g);
+                }
             }
         })();
         match result {

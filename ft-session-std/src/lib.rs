@@ -59,9 +59,12 @@ mod stream;
 mod transport;
 
 pub use entropy::OsEntropy;
+pub use ft_session_core::TransportInfo;
 pub use ft_session_core::{
     Config, ReleasePolicy, SessionError, SessionId, SessionState, SetCounts, Stats,
 };
 pub use listener::FtListener;
 pub use stream::{FtStats, FtStream};
-pub use transport::{Locked, ShutdownFn, Transport, TransportHalves};
+pub use transport::{
+    Locked, ShutdownFn, SocketOptions, Transport, TransportHalves, DEFAULT_IMPLICIT_SOCKET_BUFFER,
+};

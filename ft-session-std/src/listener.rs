@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
@@ -20,7 +20,9 @@ use tracing::{debug, info, warn};
 use crate::driver::{lock, Shared};
 use crate::entropy::OsEntropy;
 use crate::stream::FtStream;
-use crate::transport::{ShutdownFn, Transport, TransportHalves};
+use crate::transport::{
+    listen_pinned, tcp_halves, ShutdownFn, SocketOptions, Transport, TransportHalves,
+};
 
 /// The janitor wakes at least this often (also bounds how late an eviction
 /// is delivered).
@@ -162,9 +164,46 @@ impl std::fmt::Debug for FtListener {
 
 impl FtListener {
     /// Binds a TCP listener and starts serving sessions on it.
+    ///
+    /// Under [`ReleasePolicy::Implicit`](crate::ReleasePolicy::Implicit) the
+    /// listening socket's buffers are pinned before listen (accepted sockets
+    /// inherit them; their effective sizes are read back on each), as
+    /// [`SocketOptions`] describes.
     pub fn bind(addr: impl ToSocketAddrs, config: Config) -> io::Result<FtListener> {
+        Self::bind_opts(addr, config, SocketOptions::default())
+    }
+
+    /// [`bind`](Self::bind) with explicit socket options: pinned buffer
+    /// sizes, a middlebox's in-flight bytes.
+    pub fn bind_opts(
+        addr: impl ToSocketAddrs,
+        config: Config,
+        options: SocketOptions,
+    ) -> io::Result<FtListener> {
         config.validate()?;
-        let listener = TcpListener::bind(addr)?;
+        let pin = options.pin_for(config.release_policy);
+        let middlebox = options.middlebox_in_flight;
+        let mut last = None;
+        let mut bound = None;
+        for a in addr.to_socket_addrs()? {
+            match listen_pinned(&a, pin) {
+                Ok(l) => {
+                    bound = Some(l);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let listener = match (bound, last) {
+            (Some(l), _) => l,
+            (None, Some(e)) => return Err(e),
+            (None, None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "no address to bind",
+                ))
+            }
+        };
         let local = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop_accept = stop.clone();
@@ -172,7 +211,11 @@ impl FtListener {
             if stop_accept.load(Ordering::Acquire) {
                 return None;
             }
-            Some(listener.accept().map(|(s, _)| s))
+            Some(
+                listener
+                    .accept()
+                    .and_then(|(s, _)| tcp_halves(s, pin.is_some(), middlebox)),
+            )
         });
         let mut l = Self::start(config, incoming, stop)?;
         l.local_addr = Some(local);
@@ -184,6 +227,11 @@ impl FtListener {
     /// thread; errors it yields are logged and skipped; when it ends, no new
     /// transports arrive and [`accept`](Self::accept) fails once the queue is
     /// drained.
+    ///
+    /// Under [`ReleasePolicy::Implicit`](crate::ReleasePolicy::Implicit) the
+    /// transports must be [`TransportHalves`] whose `info` gives their
+    /// pinned, effective buffer sizes; sessions over transports without
+    /// them are refused with [`SessionError::Config`].
     pub fn from_incoming<I, T>(config: Config, incoming: I) -> io::Result<FtListener>
     where
         I: IntoIterator<Item = io::Result<T>>,
@@ -375,7 +423,7 @@ fn handshake(ctx: Arc<ServerCtx>, mut t: TransportHalves, accepted: SyncSender<F
 
     let now = Instant::now();
     let transport = ctx.next_transport.fetch_add(1, Ordering::Relaxed);
-    let info = t.info;
+    let info = crate::driver::with_writer_hold(t.info, &ctx.config);
     let mut entropy = OsEntropy;
 
     // A resume is admitted with its session locked, so the session cannot

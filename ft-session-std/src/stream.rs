@@ -1,7 +1,7 @@
 //! The application's handle: a blocking, socket-like session.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use ft_session_core::{
 
 use crate::driver::{Connector, Shared};
 use crate::entropy;
-use crate::transport::Transport;
+use crate::transport::{connect_pinned, tcp_halves, SocketOptions, Transport};
 
 /// A snapshot of a session's counters and state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,10 @@ pub struct FtStats {
     pub transports_lost: u64,
     /// All of the core's counters.
     pub core: Stats,
+    /// The most bytes the stream buffer may hold under the current policy
+    /// (with the implicit policy: the send capacity plus the bound b of the
+    /// current transport).
+    pub retain_capacity: u64,
 }
 
 /// A fault-tolerant byte stream: the counterpart of [`std::net::TcpStream`].
@@ -62,7 +66,21 @@ impl FtStream {
     /// Like the core, a client that cannot reach the server keeps trying
     /// with backoff and fails with `TimedOut` ([`SessionError::Expired`])
     /// after `max_reconnect_time`.
+    ///
+    /// Under [`ReleasePolicy::Implicit`](crate::ReleasePolicy::Implicit)
+    /// the socket buffers are pinned as [`SocketOptions`] describes (by
+    /// default [`DEFAULT_IMPLICIT_SOCKET_BUFFER`](crate::DEFAULT_IMPLICIT_SOCKET_BUFFER)).
     pub fn connect(addr: impl ToSocketAddrs, config: Config) -> io::Result<FtStream> {
+        Self::connect_opts(addr, config, SocketOptions::default())
+    }
+
+    /// [`connect`](Self::connect) with explicit socket options: pinned
+    /// buffer sizes, a middlebox's in-flight bytes.
+    pub fn connect_opts(
+        addr: impl ToSocketAddrs,
+        config: Config,
+        options: SocketOptions,
+    ) -> io::Result<FtStream> {
         let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
         if addrs.is_empty() {
             return Err(io::Error::new(
@@ -71,11 +89,13 @@ impl FtStream {
             ));
         }
         let timeout = config.handshake_timeout;
+        let pin = options.pin_for(config.release_policy);
+        let middlebox = options.middlebox_in_flight;
         Self::connect_with(config, move || {
             let mut last = None;
             for a in &addrs {
-                match TcpStream::connect_timeout(a, timeout) {
-                    Ok(s) => return Ok(s),
+                match connect_pinned(a, pin, timeout) {
+                    Ok(s) => return tcp_halves(s, pin.is_some(), middlebox),
                     Err(e) => last = Some(e),
                 }
             }
@@ -86,6 +106,13 @@ impl FtStream {
     /// Connects over transports made by `connector` (TCP, Unix sockets,
     /// TLS...); it is called again for each reconnect, on a background
     /// thread. Blocks until the first handshake completes.
+    ///
+    /// Under [`ReleasePolicy::Implicit`](crate::ReleasePolicy::Implicit) the
+    /// connector must return [`TransportHalves`](crate::TransportHalves)
+    /// whose `info` gives the transport's pinned, effective buffer sizes
+    /// (the adapter cannot inspect a TLS stream, a Unix socket or a user's
+    /// transport); otherwise the first handshake fails with `InvalidInput`
+    /// ([`SessionError::Config`]) rather than run on a guessed bound.
     pub fn connect_with<C, T>(config: Config, mut connector: C) -> io::Result<FtStream>
     where
         C: FnMut() -> io::Result<T> + Send + 'static,
@@ -130,6 +157,7 @@ impl FtStream {
             retransmitted_bytes: core.retransmitted_bytes,
             transports_lost: core.transports_lost,
             core,
+            retain_capacity: g.session.retain_capacity(),
         }
     }
 

@@ -2,10 +2,11 @@
 //! down from separate threads.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ft_session_core::TransportInfo;
+use ft_session_core::{ReleasePolicy, TransportInfo};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 /// Shuts a transport down from any thread; used to unblock its reader and
 /// writer when the session drops it.
@@ -156,4 +157,138 @@ impl<T: Read + Write + Send + 'static> Transport for Locked<T> {
             info: TransportInfo::default(),
         })
     }
+}
+
+/// Requested `SO_SNDBUF`/`SO_RCVBUF` when a session uses
+/// [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit) and
+/// [`SocketOptions::buffer_size`] is not set. Linux doubles it (the effective
+/// size read back, 512 KiB, is what the bound uses).
+pub const DEFAULT_IMPLICIT_SOCKET_BUFFER: usize = 256 * 1024;
+
+/// How the adapter's own TCP sockets are made ([`FtStream::connect_opts`]
+/// and [`FtListener::bind_opts`]).
+///
+/// The implicit release policy keeps only the last
+/// `b = own send buffer + peer receive buffer + margin` bytes, so both kernel
+/// buffers must be **pinned** (set before connect, or on the listening
+/// socket before listen, which turns Linux's autotuning off) and their
+/// **effective** sizes read back (Linux doubles the requested value and caps
+/// it at twice `wmem_max`/`rmem_max`). The adapter does both; with the
+/// acknowledgment policy it pins only when asked to.
+///
+/// [`FtStream::connect_opts`]: crate::FtStream::connect_opts
+/// [`FtListener::bind_opts`]: crate::FtListener::bind_opts
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SocketOptions {
+    /// Requested `SO_SNDBUF` and `SO_RCVBUF`. `None`: pin
+    /// [`DEFAULT_IMPLICIT_SOCKET_BUFFER`] under the implicit policy, leave
+    /// the kernel's autotuning alone under the acknowledgment policy.
+    pub buffer_size: Option<usize>,
+    /// Bytes a middlebox on the path (a proxy, a relay) may hold in each
+    /// direction, beyond both endpoints' kernels: its own socket buffers and
+    /// copy buffer. The implicit bound cannot see them, so they are added to
+    /// this side's send buffer. Set it on both sides (each covers the bytes
+    /// it sends). 0 (the default) for a direct path.
+    pub middlebox_in_flight: u64,
+}
+
+impl SocketOptions {
+    /// Defaults: see the fields.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Pins `SO_SNDBUF`/`SO_RCVBUF` to `bytes` (requested; the effective,
+    /// read-back value is used).
+    pub fn buffer_size(mut self, bytes: usize) -> Self {
+        self.buffer_size = Some(bytes);
+        self
+    }
+
+    /// Declares what a middlebox on the path may hold per direction.
+    pub fn middlebox_in_flight(mut self, bytes: u64) -> Self {
+        self.middlebox_in_flight = bytes;
+        self
+    }
+
+    /// The size to pin for `policy`, if any.
+    pub(crate) fn pin_for(&self, policy: ReleasePolicy) -> Option<usize> {
+        self.buffer_size.or(match policy {
+            ReleasePolicy::Implicit => Some(DEFAULT_IMPLICIT_SOCKET_BUFFER),
+            ReleasePolicy::Ack => None,
+        })
+    }
+}
+
+/// Sets both kernel buffers of a socket not yet connected or listening.
+pub(crate) fn pin_buffers(socket: &Socket, size: usize) -> io::Result<()> {
+    socket.set_send_buffer_size(size)?;
+    socket.set_recv_buffer_size(size)
+}
+
+/// A TCP stream split for the adapter; with `pinned`, its effective buffer
+/// sizes (read back now: an accepted socket inherits the listener's pinned
+/// sizes) plus `middlebox` go into [`TransportHalves::info`]. Unpinned
+/// sockets report nothing: an autotuned size read at connect would be a
+/// guessed, too small bound.
+pub(crate) fn tcp_halves(
+    stream: TcpStream,
+    pinned: bool,
+    middlebox: u64,
+) -> io::Result<TransportHalves> {
+    let info = if pinned {
+        let s = SockRef::from(&stream);
+        TransportInfo {
+            send_buffer: Some(s.send_buffer_size()? as u64 + middlebox),
+            recv_buffer: Some(s.recv_buffer_size()? as u64),
+        }
+    } else {
+        TransportInfo::default()
+    };
+    let mut halves = stream.split()?;
+    halves.info = info;
+    Ok(halves)
+}
+
+/// Connects a new TCP socket to `addr`, its buffers pinned to `pin` first.
+pub(crate) fn connect_pinned(
+    addr: &SocketAddr,
+    pin: Option<usize>,
+    timeout: std::time::Duration,
+) -> io::Result<TcpStream> {
+    let Some(size) = pin else {
+        return TcpStream::connect_timeout(addr, timeout);
+    };
+    let socket = Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    // Before connect: the SYN carries the window scale for this size, and
+    // setting it turns autotuning off for the connection's whole life.
+    pin_buffers(&socket, size)?;
+    socket.connect_timeout(&(*addr).into(), timeout)?;
+    Ok(socket.into())
+}
+
+/// Binds a TCP listener whose accepted sockets inherit pinned buffers.
+pub(crate) fn listen_pinned(addr: &SocketAddr, pin: Option<usize>) -> io::Result<TcpListener> {
+    let Some(size) = pin else {
+        return TcpListener::bind(addr);
+    };
+    let socket = Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    // Like std's `TcpListener::bind` on Unix: a restarted server can rebind
+    // while old connections sit in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    // Before listen: accepted sockets copy the listener's buffer sizes.
+    pin_buffers(&socket, size)?;
+    socket.bind(&(*addr).into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
