@@ -10,6 +10,8 @@
 //! - [`Listener`] accepts transports from any [`Accept`] source, runs each
 //!   handshake concurrently under its deadline, hands fresh sessions to
 //!   [`Listener::accept`] and routes resumes to parked sessions by itself.
+//! - [`ConnectFn`] and [`AcceptStream`] turn functions and streams of
+//!   futures-io transports (smol's, async-std's) into those two sources.
 //! - [`FtStream`] is the application's end: reads, writes, half-close
 //!   ([`FtStream::poll_shutdown`]) and graceful close ([`FtStream::poll_close_session`]).
 //!
@@ -97,6 +99,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod adapt;
 mod driver;
 mod entropy;
 mod listener;
@@ -111,6 +114,7 @@ use std::time::Instant;
 
 use ft_session_core::TransportInfo;
 
+pub use adapt::{AcceptStream, ConnectFn};
 pub use entropy::OsEntropy;
 pub use listener::{Listener, ListenerStats};
 pub use stream::{connect, FtStream, StreamStats};

@@ -201,6 +201,15 @@ impl FtStream {
         Poll::Pending
     }
 
+    /// Closes the session gracefully and waits until it finished: `Ok` when
+    /// both sides know every byte arrived, otherwise the session's error.
+    ///
+    /// Not to be confused with the futures-io `close` (`AsyncWriteExt::close`),
+    /// which is only the half-close of [`FtStream::poll_shutdown`].
+    pub async fn close_session(&self) -> io::Result<()> {
+        poll_fn(|cx| self.poll_close_session(cx)).await
+    }
+
     /// Aborts the session at once with an application `code` (0x1000..=0xFFFF).
     pub fn abort(&self, code: u16) {
         lock(&self.handle.shared).session.abort(code);
@@ -282,6 +291,38 @@ impl futures_io::AsyncWrite for FtStream {
     }
 
     /// A half-close, like `shutdown(Write)` on TCP; see [`FtStream::poll_close_session`].
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        FtStream::poll_shutdown(&self, cx)
+    }
+}
+
+/// Reading and writing through a shared reference, like `&TcpStream`: one
+/// task may read while another writes (the session is behind a lock, so the
+/// two never race).
+impl futures_io::AsyncRead for &FtStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        FtStream::poll_read(&self, cx, buf)
+    }
+}
+
+/// See the `AsyncRead` impl for `&FtStream`; `poll_close` is the half-close.
+impl futures_io::AsyncWrite for &FtStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        FtStream::poll_write(&self, cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        FtStream::poll_flush(&self, cx)
+    }
+
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         FtStream::poll_shutdown(&self, cx)
     }
