@@ -1,9 +1,9 @@
 //! # ft-session-async
 //!
 //! The runtime-neutral half of the async adapters of `ft-session`: the drive
-//! logic is written once here and shared by `ft-session-tokio` (and a later
-//! smol adapter), which only supply a [`Runtime`] (clock, timer, spawn) and
-//! wrap their transports as [`futures_io`] streams.
+//! logic is written once here and shared by `ft-session-tokio` and
+//! `ft-session-smol`, which only supply a [`Runtime`] (clock, timer, spawn)
+//! and their transports as [`futures_io`] streams.
 //!
 //! - [`connect`] starts a client session whose [`Connect`]or is called for
 //!   every (re)connection, and waits for the first handshake.

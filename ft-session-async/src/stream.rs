@@ -267,66 +267,44 @@ impl Drop for FtStream {
     }
 }
 
-impl futures_io::AsyncRead for FtStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        FtStream::poll_read(&self, cx, buf)
-    }
+/// The futures-io traits, for `FtStream` and for `&FtStream`: through a
+/// shared reference, like `&TcpStream`, one task may read while another
+/// writes (the session is behind a lock, so the two never race).
+/// `poll_close` is the half-close ([`FtStream::poll_shutdown`], like
+/// `shutdown(Write)` on TCP); [`FtStream::poll_close_session`] ends the session.
+macro_rules! futures_io_impls {
+    ($($stream:ty),*) => {$(
+        impl futures_io::AsyncRead for $stream {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<io::Result<usize>> {
+                FtStream::poll_read(&self, cx, buf)
+            }
+        }
+
+        impl futures_io::AsyncWrite for $stream {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                FtStream::poll_write(&self, cx, buf)
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                FtStream::poll_flush(&self, cx)
+            }
+
+            fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                FtStream::poll_shutdown(&self, cx)
+            }
+        }
+    )*};
 }
 
-impl futures_io::AsyncWrite for FtStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        FtStream::poll_write(&self, cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        FtStream::poll_flush(&self, cx)
-    }
-
-    /// A half-close, like `shutdown(Write)` on TCP; see [`FtStream::poll_close_session`].
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        FtStream::poll_shutdown(&self, cx)
-    }
-}
-
-/// Reading and writing through a shared reference, like `&TcpStream`: one
-/// task may read while another writes (the session is behind a lock, so the
-/// two never race).
-impl futures_io::AsyncRead for &FtStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        FtStream::poll_read(&self, cx, buf)
-    }
-}
-
-/// See the `AsyncRead` impl for `&FtStream`; `poll_close` is the half-close.
-impl futures_io::AsyncWrite for &FtStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        FtStream::poll_write(&self, cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        FtStream::poll_flush(&self, cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        FtStream::poll_shutdown(&self, cx)
-    }
-}
+futures_io_impls!(FtStream, &FtStream);
 
 /// Starts a client session over transports from `connector` and completes
 /// once the first handshake is done. The session's driver runs on `rt`.
