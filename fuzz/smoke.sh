@@ -43,7 +43,7 @@ for t in "${targets[@]}"; do
         -max_total_time="$SECONDS_PER_TARGET" -timeout=60 \
         -dict="$PWD/ftss.dict" -print_final_stats=1 >"$scratch/$t.log" 2>&1 || status=$?
     # The closing lines: executions, coverage (cov) and features (ft).
-    grep -E '^#[0-9]+ +DONE|^Done|^stat::(number_of_executed_units|peak_rss_mb)' "$scratch/$t.log" || true
+    grep -E '^#[0-9]+[[:space:]]+DONE|^Done|^stat::(number_of_executed_units|peak_rss_mb)' "$scratch/$t.log" || true
     if [ "$status" -ne 0 ]; then
         echo "=== fuzz/smoke.sh: $t FAILED (exit $status); end of its log:"
         tail -n 60 "$scratch/$t.log"
