@@ -12,64 +12,33 @@
 //!   messages re-encode identically and no strict prefix of them decodes.
 #![no_main]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use std::alloc::System;
 
 use bytes::{Bytes, BytesMut};
 use ft_session_core::frame::{
     ClientHello, DecodeError, Decoded, Frame, FrameDecoder, Head, ServerReply, TAG_LEN, T_REJECT,
 };
 use libfuzzer_sys::fuzz_target;
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
-/// Counts this thread's allocations and their largest size, so the target can
-/// tell what the decoders themselves allocate.
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<(u64, usize)> = const { Cell::new((0, 0)) };
-}
-
-fn note(size: usize) {
-    // try_with: the thread-local may be gone during thread teardown.
-    let _ = ALLOCS.try_with(|a| {
-        let (n, max) = a.get();
-        a.set((n + 1, max.max(size)));
-    });
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; counting has
-// no effect on the memory handed out.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
+// Counts allocations, so the target can tell what the decoders themselves
+// allocate (libFuzzer runs the target on one thread).
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-/// Runs `f` and returns its result with (allocations, largest allocation).
-fn counted<T>(f: impl FnOnce() -> T) -> (T, (u64, usize)) {
-    ALLOCS.with(|a| a.set((0, 0)));
+/// Runs `f` and returns its result with (allocations, bytes allocated): with
+/// at most one allocation, the bytes are that allocation's size.
+fn counted<T>(f: impl FnOnce() -> T) -> (T, (usize, usize)) {
+    let region = Region::new(GLOBAL);
     let r = f();
-    (r, ALLOCS.with(Cell::get))
+    let c = region.change();
+    (
+        r,
+        (
+            c.allocations + c.reallocations,
+            c.bytes_allocated + c.bytes_reallocated.max(0) as usize,
+        ),
+    )
 }
 
 /// What a decoder made of the input: whole frames, then how it stopped.
