@@ -18,17 +18,6 @@ fn session_error(e: &io::Error) -> Option<&SessionError> {
     e.get_ref().and_then(|i| i.downcast_ref::<SessionError>())
 }
 
-async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
-    tokio::time::timeout(TEST_LIMIT, f)
-        .await
-        .expect("test exceeded its time limit");
-}
-
-/// Drops a proxy (it joins its threads) off the runtime's worker threads.
-async fn drop_proxy(p: FaultProxy) {
-    tokio::task::spawn_blocking(move || drop(p)).await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_kills_both_directions_at_once() {
     bounded(async {

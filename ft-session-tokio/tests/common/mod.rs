@@ -20,6 +20,18 @@ use tokio::sync::Semaphore;
 /// Every test ends within this, whatever happens.
 pub const TEST_LIMIT: Duration = Duration::from_secs(60);
 
+/// Runs a test body within [`TEST_LIMIT`], so a bug fails instead of hanging.
+pub async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::time::timeout(TEST_LIMIT, f)
+        .await
+        .expect("test exceeded its time limit");
+}
+
+/// Drops a proxy (it joins its threads) off the runtime's worker threads.
+pub async fn drop_proxy(p: ft_session_testkit::FaultProxy) {
+    tokio::task::spawn_blocking(move || drop(p)).await.unwrap();
+}
+
 /// Short timers so faults are detected and repaired quickly.
 pub fn fast_config() -> Config {
     let mut c = Config::default();
