@@ -301,7 +301,10 @@ impl Shared {
                     if g.session.is_finished() || !g.links.contains_key(&transport) {
                         return;
                     }
-                    if g.session.wants_input() {
+                    // A handshake reply is read whatever the application
+                    // does: a paused reader must not stall a resume until
+                    // its handshake times out (the overshoot is one chunk).
+                    if g.session.wants_input() || g.session.state() != SessionState::Established {
                         break;
                     }
                     g = self.wait(g, None);
