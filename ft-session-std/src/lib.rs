@@ -20,6 +20,36 @@
 //! only when the session is lost, with an [`std::io::Error`] wrapping the
 //! core's [`SessionError`].
 //!
+//! # The implicit (no-acknowledgment) release policy
+//!
+//! With [`ReleasePolicy::Implicit`] a sender keeps only the last
+//! `b = own send buffer + peer receive buffer + margin` bytes (see
+//! `docs/PROTOCOL.md` section 4). This adapter makes that bound hold on real
+//! sockets:
+//!
+//! * [`FtStream::connect`] and [`FtListener::bind`] pin `SO_SNDBUF` and
+//!   `SO_RCVBUF` before connect, and on the listening socket before listen
+//!   (accepted sockets inherit them), which turns Linux's autotuning off;
+//!   [`SocketOptions`] picks the size (default
+//!   [`DEFAULT_IMPLICIT_SOCKET_BUFFER`], 256 KiB requested). Linux doubles
+//!   the request; the effective size read back on each socket is what the
+//!   core uses and announces to the peer.
+//! * The writer thread holds at most one frame the kernel has not taken, and
+//!   that frame is added to the reported send buffer.
+//! * A proxy or relay on the path holds bytes neither kernel sees: declare
+//!   them with [`SocketOptions::middlebox_in_flight`] on both sides.
+//! * [`FtStream::connect_with`] and [`FtListener::from_incoming`] cannot
+//!   inspect their transports (TLS, Unix sockets, anything of the user's):
+//!   give the sizes in [`TransportHalves::info`], or the session is refused
+//!   with `InvalidInput` ([`SessionError::Config`]).
+//!
+//! On every platform this is the static bound (pinned sizes plus margin). The
+//! Linux-exact variant (`SIOCOUTQ` on the dead socket with
+//! `tcpi_bytes_acked`) is not provided: it needs an `ioctl` that no
+//! maintained crate exposes safely, and this crate forbids unsafe code.
+//! Whatever the sizing, a resume that needs released bytes ends both sides
+//! with [`SessionError::DataLost`], never with corrupt data.
+//!
 //! ```
 //! use std::io::{Read, Write};
 //! use std::time::Duration;
