@@ -483,8 +483,11 @@ impl Session {
 
     /// False while the receive queue is full: the adapter should stop reading
     /// the transport until the application reads (TCP then pushes back).
+    /// Always true during a handshake: the answer must be read even when the
+    /// application is not reading, or the resume could never complete (the
+    /// queue may then exceed its capacity by what one read delivers).
     pub fn wants_input(&self) -> bool {
-        self.rbuf.len() < self.cfg.recv_buffer_capacity
+        self.state == SessionState::Handshaking || self.rbuf.len() < self.cfg.recv_buffer_capacity
     }
 
     /// True once everything written was handed to the transport and the

@@ -2760,3 +2760,48 @@ fn session_error_io_kinds() {
     assert_eq!(io::Error::from(WriteError::Finished).kind(), K::BrokenPipe);
     assert_eq!(io::Error::from(ReadError::Blocked).kind(), K::WouldBlock);
 }
+
+/// A client whose application stopped reading (receive queue full) still
+/// reads the server's answer on a new transport, so the resume completes.
+#[test]
+fn full_receive_queue_does_not_block_the_resume_handshake() {
+    let now = Instant::now();
+    let mut cfg = Config::default();
+    cfg.recv_buffer_capacity = 16;
+    let (mut c, _s, ct, _st) =
+        ft_session_core::sim::established_pair(now, cfg.clone(), Config::default());
+    // Fill the client's receive queue as if the server had sent 16 bytes.
+    let head = FrameHead::data(0, 16);
+    c.handle_input(
+        now,
+        Input::Received {
+            transport: ct,
+            data: head.as_slice(),
+        },
+    );
+    c.handle_input(
+        now,
+        Input::Received {
+            transport: ct,
+            data: &[7u8; 16],
+        },
+    );
+    assert!(!c.wants_input());
+    c.handle_input(now, Input::TransportLost { transport: ct });
+    let mut next = None;
+    while let Some(o) = c.poll_output() {
+        if let Output::Connect { transport } = o {
+            next = Some(transport);
+        }
+    }
+    let t = next.unwrap();
+    c.handle_input(
+        now,
+        Input::TransportUp {
+            transport: t,
+            info: TransportInfo::default(),
+        },
+    );
+    assert_eq!(c.state(), SessionState::Handshaking);
+    assert!(c.wants_input(), "the handshake answer must be read");
+}
