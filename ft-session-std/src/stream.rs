@@ -125,7 +125,10 @@ impl FtStream {
         shared.start()?;
         let mut g = shared.lock();
         loop {
-            if g.session.session_id().is_some() && g.session.state() != SessionState::Finished {
+            // Established once is connected, like TcpStream: a session the
+            // server ended at once is still returned, and reads report how
+            // it ended (end of stream, or its error).
+            if g.session.session_id().is_some() {
                 break;
             }
             if g.session.is_finished() {
