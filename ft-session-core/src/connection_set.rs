@@ -2,7 +2,7 @@
 //! authenticated resumes, parks sessions whose transport failed, and enforces
 //! limits on sessions, parked sessions and the bytes they retain.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -88,11 +88,21 @@ pub struct SetCounts {
 }
 
 /// The server's registry of sessions. See the module docs.
+///
+/// Every operation costs O(log n) in the number of sessions: counts are kept
+/// as entries change, and parked sessions and tombstones are ordered by
+/// their deadlines.
 #[derive(Debug)]
 pub struct ConnectionSet {
     cfg: Config,
     entries: HashMap<SessionId, Entry>,
-    events: Vec<SetEvent>,
+    /// Parked sessions by the time they parked (oldest evicted first).
+    parked_order: BTreeSet<(Instant, SessionId)>,
+    /// Tombstones by the time they are forgotten.
+    closed_order: BTreeSet<(Instant, SessionId)>,
+    attached: usize,
+    parked_bytes: u64,
+    events: VecDeque<SetEvent>,
     counts: SetCounts,
 }
 
@@ -102,7 +112,11 @@ impl ConnectionSet {
         ConnectionSet {
             cfg: config,
             entries: HashMap::new(),
-            events: Vec::new(),
+            parked_order: BTreeSet::new(),
+            closed_order: BTreeSet::new(),
+            attached: 0,
+            parked_bytes: 0,
+            events: VecDeque::new(),
             counts: SetCounts::default(),
         }
     }
@@ -114,30 +128,65 @@ impl ConnectionSet {
 
     /// Current counts.
     pub fn counts(&self) -> SetCounts {
-        let mut c = self.counts;
-        c.attached = 0;
-        c.parked = 0;
-        c.parked_bytes = 0;
-        c.closed = 0;
-        for e in self.entries.values() {
-            match e.state {
-                EntryState::Attached => c.attached += 1,
-                EntryState::Parked { retained, .. } => {
-                    c.parked += 1;
-                    c.parked_bytes += retained;
-                }
-                EntryState::Closed { .. } => c.closed += 1,
-            }
+        SetCounts {
+            attached: self.attached,
+            parked: self.parked_order.len(),
+            parked_bytes: self.parked_bytes,
+            closed: self.closed_order.len(),
+            ..self.counts
         }
-        c
     }
 
     /// Sessions attached or parked.
     pub fn live(&self) -> usize {
-        self.entries
-            .values()
-            .filter(|e| !matches!(e.state, EntryState::Closed { .. }))
-            .count()
+        self.attached + self.parked_order.len()
+    }
+
+    /// Books an entry's state into the counts and orders.
+    fn book(&mut self, id: SessionId, st: EntryState) {
+        match st {
+            EntryState::Attached => self.attached += 1,
+            EntryState::Parked { since, retained } => {
+                self.parked_order.insert((since, id));
+                self.parked_bytes += retained;
+            }
+            EntryState::Closed { until, .. } => {
+                self.closed_order.insert((until, id));
+            }
+        }
+    }
+
+    /// Takes an entry's state out of the counts and orders.
+    fn unbook(&mut self, id: SessionId, st: EntryState) {
+        match st {
+            EntryState::Attached => self.attached -= 1,
+            EntryState::Parked { since, retained } => {
+                self.parked_order.remove(&(since, id));
+                self.parked_bytes -= retained;
+            }
+            EntryState::Closed { until, .. } => {
+                self.closed_order.remove(&(until, id));
+            }
+        }
+    }
+
+    /// Moves an existing entry to `st`, or forgets it (`None`).
+    fn set_state(&mut self, id: SessionId, st: Option<EntryState>) {
+        let Some(old) = self.entries.get(&id).map(|e| e.state) else {
+            return;
+        };
+        self.unbook(id, old);
+        match st {
+            Some(st) => {
+                self.book(id, st);
+                if let Some(e) = self.entries.get_mut(&id) {
+                    e.state = st;
+                }
+            }
+            None => {
+                self.entries.remove(&id);
+            }
+        }
     }
 
     fn reject(code: Code) -> Admission {
@@ -179,6 +228,7 @@ impl ConnectionSet {
                         state: EntryState::Attached,
                     },
                 );
+                self.book(id, EntryState::Attached);
                 let session =
                     Session::server(self.cfg.clone(), now, transport, info, params, id, secret);
                 Admission::Fresh(Box::new(session))
@@ -197,7 +247,7 @@ impl ConnectionSet {
                 if let EntryState::Closed { code, .. } = entry.state {
                     return Self::reject(code);
                 }
-                entry.state = EntryState::Attached;
+                self.set_state(r.session_id, Some(EntryState::Attached));
                 Admission::Resume {
                     session_id: r.session_id,
                     resume: VerifiedResume {
@@ -220,14 +270,15 @@ impl ConnectionSet {
         let Some(id) = session.session_id() else {
             return;
         };
-        if let Some(e) = self.entries.get_mut(&id) {
-            let stale = session.attempt() < e.last_attempt;
-            if !stale && matches!(e.state, EntryState::Attached) {
-                e.state = EntryState::Parked {
-                    since: now,
-                    retained: session.retained(),
-                };
-            }
+        let fresh = self.entries.get(&id).is_some_and(|e| {
+            session.attempt() >= e.last_attempt && e.state == EntryState::Attached
+        });
+        if fresh {
+            let st = EntryState::Parked {
+                since: now,
+                retained: session.retained(),
+            };
+            self.set_state(id, Some(st));
         }
         self.enforce_limits();
     }
@@ -241,97 +292,72 @@ impl ConnectionSet {
             Ok(()) => Code::SessionClosed,
             Err(e) => e.abort_code(),
         };
-        if let Some(e) = self.entries.get_mut(&id) {
-            e.state = EntryState::Closed {
-                until: now + self.cfg.max_reconnect_time,
-                code,
-            };
-        }
+        let until = now + self.cfg.max_reconnect_time;
+        self.set_state(id, Some(EntryState::Closed { until, code }));
         self.enforce_limits();
     }
 
     fn enforce_limits(&mut self) {
-        loop {
-            let c = self.counts();
-            if c.parked <= self.cfg.max_parked && c.parked_bytes <= self.cfg.parked_bytes_budget {
-                break;
-            }
-            let oldest = self
-                .entries
-                .iter()
-                .filter_map(|(id, e)| match e.state {
-                    EntryState::Parked { since, .. } => Some((since, *id)),
-                    _ => None,
-                })
-                .min();
-            let Some((since, id)) = oldest else {
+        while self.parked_order.len() > self.cfg.max_parked
+            || self.parked_bytes > self.cfg.parked_bytes_budget
+        {
+            let Some(&(since, id)) = self.parked_order.first() else {
                 break;
             };
-            if let Some(e) = self.entries.get_mut(&id) {
-                e.state = EntryState::Closed {
-                    until: since + self.cfg.max_reconnect_time,
-                    code: Code::Evicted,
-                };
-            }
+            let until = since + self.cfg.max_reconnect_time;
+            let code = Code::Evicted;
+            self.set_state(id, Some(EntryState::Closed { until, code }));
             self.counts.evicted += 1;
-            self.events.push(SetEvent::Evicted(id));
+            self.events.push_back(SetEvent::Evicted(id));
         }
         // Tombstones are small but bounded too: the oldest go first.
-        let mut closed: Vec<(Instant, SessionId)> = self
-            .entries
-            .iter()
-            .filter_map(|(id, e)| match e.state {
-                EntryState::Closed { until, .. } => Some((until, *id)),
-                _ => None,
-            })
-            .collect();
-        if closed.len() > self.cfg.max_parked {
-            closed.sort_unstable();
-            let excess = closed.len() - self.cfg.max_parked;
-            for (_, id) in &closed[..excess] {
-                self.entries.remove(id);
-            }
+        while self.closed_order.len() > self.cfg.max_parked {
+            let Some(&(_, id)) = self.closed_order.first() else {
+                break;
+            };
+            self.set_state(id, None);
         }
     }
 
     /// Expires parked sessions and forgets tombstones whose time ran out.
     pub fn handle_timeout(&mut self, now: Instant) {
         let max = self.cfg.max_reconnect_time;
-        let mut gone = Vec::new();
-        self.entries.retain(|id, e| match e.state {
-            EntryState::Parked { since, .. } if now >= since + max => {
-                e.state = EntryState::Closed {
-                    until: now + max,
-                    code: Code::Expired,
-                };
-                gone.push(*id);
-                true
+        while let Some(&(since, id)) = self.parked_order.first() {
+            if now < since + max {
+                break;
             }
-            EntryState::Closed { until, .. } => now < until,
-            _ => true,
-        });
-        self.counts.expired += gone.len() as u64;
-        self.events.extend(gone.into_iter().map(SetEvent::Expired));
+            let st = EntryState::Closed {
+                until: now + max,
+                code: Code::Expired,
+            };
+            self.set_state(id, Some(st));
+            self.counts.expired += 1;
+            self.events.push_back(SetEvent::Expired(id));
+        }
+        while let Some(&(until, id)) = self.closed_order.first() {
+            if now < until {
+                break;
+            }
+            self.set_state(id, None);
+        }
+        self.enforce_limits();
     }
 
     /// When [`Self::handle_timeout`] next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.entries
-            .values()
-            .filter_map(|e| match e.state {
-                EntryState::Parked { since, .. } => Some(since + self.cfg.max_reconnect_time),
-                EntryState::Closed { until, .. } => Some(until),
-                EntryState::Attached => None,
-            })
-            .min()
+        let parked = self
+            .parked_order
+            .first()
+            .map(|&(since, _)| since + self.cfg.max_reconnect_time);
+        let closed = self.closed_order.first().map(|&(until, _)| until);
+        match (parked, closed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Next eviction or expiry to act on.
     pub fn poll_event(&mut self) -> Option<SetEvent> {
-        if self.events.is_empty() {
-            None
-        } else {
-            Some(self.events.remove(0))
-        }
+        self.events.pop_front()
     }
 }
