@@ -13,6 +13,7 @@ use bytes::Bytes;
 use ft_session_core::{Event, Input, Output, SessionError, SessionId, Transmit, TransportId};
 
 use crate::listener::RegistryRef;
+use crate::socket::with_writer_hold;
 use crate::stream::{lock, Handle, Shared};
 use crate::{BoxTransport, Connect, ConnectFuture, Runtime, Timer};
 
@@ -361,11 +362,12 @@ impl<R: Runtime> Driver<R> {
                     Ok(c) => {
                         tracing::debug!(transport = id, "transport connected");
                         self.transport = Some((id, c.transport));
+                        let info = with_writer_hold(c.info, sh.session.config());
                         sh.session.handle_input(
                             now,
                             Input::TransportUp {
                                 transport: id,
-                                info: c.info,
+                                info,
                             },
                         );
                     }

@@ -15,6 +15,11 @@
 //! - [`FtStream`] is the application's end: reads, writes, half-close
 //!   ([`FtStream::poll_shutdown`]) and graceful close ([`FtStream::poll_close_session`]).
 //!
+//! - [`SocketOptions`] is what the bindings' TCP entry points take: pinned
+//!   buffer sizes and a middlebox's in-flight bytes, for the implicit release
+//!   policy (the bindings pin, read back and report the sizes as
+//!   [`TransportInfo`](ft_session_core::TransportInfo)).
+//!
 //! Each session has exactly one driver task: it alone reads and writes the
 //! session's transport (one task per socket was measured 25-30% faster than a
 //! reader and a writer task). The application's calls only touch the
@@ -103,6 +108,7 @@ mod adapt;
 mod driver;
 mod entropy;
 mod listener;
+mod socket;
 mod stream;
 
 use std::future::Future;
@@ -117,6 +123,7 @@ use ft_session_core::TransportInfo;
 pub use adapt::{AcceptStream, ConnectFn};
 pub use entropy::OsEntropy;
 pub use listener::{Listener, ListenerStats};
+pub use socket::{SocketOptions, DEFAULT_IMPLICIT_SOCKET_BUFFER};
 pub use stream::{connect, FtStream, StreamStats};
 
 /// What an async runtime must provide: a clock, a resettable timer and a way
@@ -157,7 +164,10 @@ pub type BoxTransport = Box<dyn Transport>;
 pub struct Connected {
     /// The transport.
     pub transport: BoxTransport,
-    /// Its buffer sizes, if known (needed only for the implicit release policy).
+    /// Its kernel's effective (read-back) buffer sizes, if pinned and known.
+    /// Needed only by the implicit release policy, which refuses to run
+    /// without them (`SessionError::Config`). The one frame the driver may
+    /// hold outside the kernel is added by the driver, not here.
     pub info: TransportInfo,
 }
 
@@ -189,7 +199,7 @@ impl<F: Fn() -> ConnectFuture + Send + Sync + 'static> Connect for F {
 pub struct Accepted {
     /// The transport.
     pub transport: BoxTransport,
-    /// Its buffer sizes, if known.
+    /// Its buffer sizes, if pinned and known (as for [`Connected::info`]).
     pub info: TransportInfo,
     /// The peer's address, if the transport has one.
     pub peer: Option<SocketAddr>,

@@ -104,6 +104,10 @@ pub struct StreamStats {
     pub state: SessionState,
     /// All of the core's counters.
     pub core: Stats,
+    /// The most bytes the stream buffer may hold under the current policy
+    /// (with the implicit policy: the send capacity plus the bound b of the
+    /// current transport).
+    pub retain_capacity: u64,
 }
 
 /// The application's end of a fault-tolerant session: a byte stream that
@@ -226,6 +230,7 @@ impl FtStream {
             retransmitted_bytes: core.retransmitted_bytes,
             state: sh.session.state(),
             core,
+            retain_capacity: sh.session.retain_capacity(),
         }
     }
 

@@ -79,15 +79,20 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use ft_session_async::{Accept, AcceptStream, Accepted, ConnectFn, Transport};
-use ft_session_core::{Config, TransportInfo};
+use ft_session_async::{
+    Accept, AcceptStream, Accepted, ConnectFn, ConnectFuture, Connected, Transport,
+};
+use ft_session_core::Config;
 use smol::net::AsyncToSocketAddrs;
 use smol::stream::Stream;
 use smol::{Async, Executor};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-pub use ft_session_async::{FtStream, ListenerStats, StreamStats};
+pub use ft_session_async::{
+    FtStream, ListenerStats, SocketOptions, StreamStats, DEFAULT_IMPLICIT_SOCKET_BUFFER,
+};
 
 /// A boxed task, as handed to a [`SmolRuntime::spawn_with`] function.
 pub type BoxTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -249,6 +254,11 @@ impl Connector {
 
 /// Connects a session over TCP to `addr` (resolved once; every reconnect
 /// dials the same addresses), on smol's global executor.
+///
+/// Under [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit)
+/// the socket buffers are pinned before connect and their effective sizes
+/// reported, as [`SocketOptions`] describes (by default
+/// [`DEFAULT_IMPLICIT_SOCKET_BUFFER`]).
 pub async fn connect<A: AsyncToSocketAddrs>(addr: A, config: Config) -> io::Result<FtStream> {
     connect_on(SmolRuntime::global(), addr, config).await
 }
@@ -259,41 +269,130 @@ pub async fn connect_on<A: AsyncToSocketAddrs>(
     addr: A,
     config: Config,
 ) -> io::Result<FtStream> {
-    let addrs: Arc<[SocketAddr]> = smol::net::resolve(addr).await?.into();
-    Connector::new_on(rt, config, move || dial(addrs.clone()))
-        .connect()
-        .await
+    connect_opts_on(rt, addr, config, SocketOptions::default()).await
 }
 
-/// Opens a TCP transport to the first of `addrs` that answers.
-async fn dial(addrs: Arc<[SocketAddr]>) -> io::Result<Async<TcpStream>> {
-    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
-    for &addr in addrs.iter() {
-        match Async::<TcpStream>::connect(addr).await {
-            Ok(s) => {
-                // Small frames (handshakes, acks, requests) must not wait for Nagle.
-                s.get_ref().set_nodelay(true)?;
-                return Ok(s);
+/// [`connect`] with explicit socket options: pinned buffer sizes, a
+/// middlebox's in-flight bytes.
+pub async fn connect_opts<A: AsyncToSocketAddrs>(
+    addr: A,
+    config: Config,
+    options: SocketOptions,
+) -> io::Result<FtStream> {
+    connect_opts_on(SmolRuntime::global(), addr, config, options).await
+}
+
+/// Like [`connect_opts`], with the session running on `rt`.
+pub async fn connect_opts_on<A: AsyncToSocketAddrs>(
+    rt: SmolRuntime,
+    addr: A,
+    config: Config,
+    options: SocketOptions,
+) -> io::Result<FtStream> {
+    let addrs: Arc<[SocketAddr]> = smol::net::resolve(addr).await?.into();
+    let dial = TcpDial {
+        addrs,
+        pin: options.pin_for(config.release_policy),
+        options,
+        timeout: config.handshake_timeout,
+    };
+    ft_session_async::connect(rt, config, dial).await
+}
+
+/// Dials TCP for every (re)connection, pinning buffers first if asked.
+struct TcpDial {
+    addrs: Arc<[SocketAddr]>,
+    pin: Option<usize>,
+    options: SocketOptions,
+    timeout: Duration,
+}
+
+impl ft_session_async::Connect for TcpDial {
+    fn connect(&self) -> ConnectFuture {
+        let (addrs, pin, options, timeout) =
+            (self.addrs.clone(), self.pin, self.options, self.timeout);
+        Box::pin(async move {
+            let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
+            for &addr in addrs.iter() {
+                let dialed = match pin {
+                    None => Async::<TcpStream>::connect(addr).await,
+                    Some(size) => {
+                        // async-io makes its own socket; a pinned one is
+                        // connected on the blocking pool, then registered.
+                        smol::unblock(move || connect_pinned(addr, size, timeout))
+                            .await
+                            .and_then(Async::new)
+                    }
+                };
+                match dialed {
+                    Ok(s) => {
+                        let info = options.transport_info(read_back(s.get_ref(), pin)?);
+                        // Small frames (handshakes, acks, requests) must not wait for Nagle.
+                        s.get_ref().set_nodelay(true)?;
+                        let transport: Box<dyn Transport> = Box::new(s);
+                        return Ok(Connected { transport, info });
+                    }
+                    Err(e) => last = e,
+                }
             }
-            Err(e) => last = e,
-        }
+            Err(last)
+        })
     }
-    Err(last)
+}
+
+/// A new TCP socket for `addr`, its buffers pinned to `size` (before connect
+/// or listen: this turns Linux's autotuning off for the socket's life).
+fn pinned_socket(addr: SocketAddr, size: usize) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_send_buffer_size(size)?;
+    socket.set_recv_buffer_size(size)?;
+    Ok(socket)
+}
+
+fn connect_pinned(addr: SocketAddr, size: usize, timeout: Duration) -> io::Result<TcpStream> {
+    let socket = pinned_socket(addr, size)?;
+    socket.connect_timeout(&addr.into(), timeout)?;
+    Ok(socket.into())
+}
+
+fn listen_pinned(addr: SocketAddr, size: usize) -> io::Result<TcpListener> {
+    let socket = pinned_socket(addr, size)?;
+    // Like std's `TcpListener::bind` on Unix: a restarted server can rebind
+    // while old connections sit in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// The effective `(SO_SNDBUF, SO_RCVBUF)` of a pinned socket, read back now
+/// (an accepted socket inherits the listener's); `None` if not pinned.
+fn read_back(s: &TcpStream, pin: Option<usize>) -> io::Result<Option<(usize, usize)>> {
+    if pin.is_none() {
+        return Ok(None);
+    }
+    let s = SockRef::from(s);
+    Ok(Some((s.send_buffer_size()?, s.recv_buffer_size()?)))
 }
 
 /// Accepts TCP transports straight from the reactor: no boxed future per
 /// accept, unlike going through `TcpListener::accept` as a stream.
-struct TcpAccept(Async<TcpListener>);
+struct TcpAccept {
+    tcp: Async<TcpListener>,
+    pin: Option<usize>,
+    options: SocketOptions,
+}
 
 impl Accept for TcpAccept {
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Accepted>>> {
         loop {
-            match self.0.get_ref().accept() {
-                Ok((s, peer)) => return Poll::Ready(Some(tcp_accepted(s, peer))),
+            match self.tcp.get_ref().accept() {
+                Ok((s, peer)) => return Poll::Ready(Some(self.accepted(s, peer))),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Registers interest; readiness seen since the last
                     // WouldBlock makes it return at once, so nothing is missed.
-                    match self.0.poll_readable(cx) {
+                    match self.tcp.poll_readable(cx) {
                         Poll::Ready(Ok(())) => continue,
                         Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
                         Poll::Pending => return Poll::Pending,
@@ -305,15 +404,18 @@ impl Accept for TcpAccept {
     }
 }
 
-fn tcp_accepted(s: TcpStream, peer: SocketAddr) -> io::Result<Accepted> {
-    s.set_nodelay(true)?;
-    // Async::new makes the socket non-blocking (accepted sockets are not).
-    let transport: Box<dyn Transport> = Box::new(Async::new(s)?);
-    Ok(Accepted {
-        transport,
-        info: TransportInfo::default(),
-        peer: Some(peer),
-    })
+impl TcpAccept {
+    fn accepted(&self, s: TcpStream, peer: SocketAddr) -> io::Result<Accepted> {
+        let info = self.options.transport_info(read_back(&s, self.pin)?);
+        s.set_nodelay(true)?;
+        // Async::new makes the socket non-blocking (accepted sockets are not).
+        let transport: Box<dyn Transport> = Box::new(Async::new(s)?);
+        Ok(Accepted {
+            transport,
+            info,
+            peer: Some(peer),
+        })
+    }
 }
 
 /// A server of fault-tolerant sessions. Resumes are routed to their parked
@@ -329,6 +431,11 @@ pub struct Listener {
 impl Listener {
     /// Listens on TCP `addr` (the first resolved address that binds), with
     /// the sessions on smol's global executor.
+    ///
+    /// Under [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit)
+    /// the listening socket's buffers are pinned before listen (accepted
+    /// sockets inherit them; their effective sizes are read back on each),
+    /// as [`SocketOptions`] describes.
     pub async fn bind<A: AsyncToSocketAddrs>(addr: A, config: Config) -> io::Result<Listener> {
         Listener::bind_on(SmolRuntime::global(), addr, config).await
     }
@@ -339,12 +446,38 @@ impl Listener {
         addr: A,
         config: Config,
     ) -> io::Result<Listener> {
+        Listener::bind_opts_on(rt, addr, config, SocketOptions::default()).await
+    }
+
+    /// [`Listener::bind`] with explicit socket options: pinned buffer sizes,
+    /// a middlebox's in-flight bytes.
+    pub async fn bind_opts<A: AsyncToSocketAddrs>(
+        addr: A,
+        config: Config,
+        options: SocketOptions,
+    ) -> io::Result<Listener> {
+        Listener::bind_opts_on(SmolRuntime::global(), addr, config, options).await
+    }
+
+    /// Like [`Listener::bind_opts`], with the tasks on `rt`.
+    pub async fn bind_opts_on<A: AsyncToSocketAddrs>(
+        rt: SmolRuntime,
+        addr: A,
+        config: Config,
+        options: SocketOptions,
+    ) -> io::Result<Listener> {
+        let pin = options.pin_for(config.release_policy);
         let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to bind");
         for addr in smol::net::resolve(addr).await? {
-            match Async::<TcpListener>::bind(addr) {
+            let bound = match pin {
+                None => Async::<TcpListener>::bind(addr),
+                Some(size) => listen_pinned(addr, size).and_then(Async::new),
+            };
+            match bound {
                 Ok(tcp) => {
                     let local_addr = Some(tcp.get_ref().local_addr()?);
-                    let inner = ft_session_async::Listener::new(rt, config, TcpAccept(tcp));
+                    let accept = TcpAccept { tcp, pin, options };
+                    let inner = ft_session_async::Listener::new(rt, config, accept);
                     return Ok(Listener { inner, local_addr });
                 }
                 Err(e) => last = e,

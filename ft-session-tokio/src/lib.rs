@@ -62,9 +62,11 @@ use std::time::Instant;
 use ft_session_async::{Accept, Accepted, ConnectFuture, Connected};
 use ft_session_core::{Config, SessionError, SessionId, TransportInfo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 
-pub use ft_session_async::{ListenerStats, StreamStats};
+pub use ft_session_async::{
+    ListenerStats, SocketOptions, StreamStats, DEFAULT_IMPLICIT_SOCKET_BUFFER,
+};
 
 /// The Tokio [`ft_session_async::Runtime`]: Tokio's (pausable) clock, timer and spawn.
 #[derive(Debug, Clone, Copy, Default)]
@@ -285,32 +287,113 @@ impl Connector {
 
 /// Connects a session over TCP to `addr` (resolved once; every reconnect
 /// dials the same address).
+///
+/// Under [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit)
+/// the socket buffers are pinned before connect and their effective sizes
+/// reported, as [`SocketOptions`] describes (by default
+/// [`DEFAULT_IMPLICIT_SOCKET_BUFFER`]).
 pub async fn connect<A: ToSocketAddrs>(addr: A, config: Config) -> io::Result<FtStream> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr).await?.collect();
-    let addrs = Arc::new(addrs);
-    Connector::new(config, move || {
-        let addrs = addrs.clone();
-        async move {
-            let s = TcpStream::connect(&addrs[..]).await?;
-            // Small frames (handshakes, acks, requests) must not wait for Nagle.
-            s.set_nodelay(true)?;
-            Ok(s)
-        }
-    })
-    .connect()
-    .await
+    connect_opts(addr, config, SocketOptions::default()).await
 }
 
-struct TcpAccept(TcpListener);
+/// [`connect`] with explicit socket options: pinned buffer sizes, a
+/// middlebox's in-flight bytes.
+pub async fn connect_opts<A: ToSocketAddrs>(
+    addr: A,
+    config: Config,
+    options: SocketOptions,
+) -> io::Result<FtStream> {
+    let addrs: Arc<[SocketAddr]> = tokio::net::lookup_host(addr).await?.collect();
+    let dial = TcpDial {
+        addrs,
+        pin: options.pin_for(config.release_policy),
+        options,
+    };
+    ft_session_async::connect(TokioRuntime, config, dial)
+        .await
+        .map(FtStream)
+}
+
+/// Dials TCP for every (re)connection, pinning buffers first if asked.
+struct TcpDial {
+    addrs: Arc<[SocketAddr]>,
+    pin: Option<usize>,
+    options: SocketOptions,
+}
+
+impl ft_session_async::Connect for TcpDial {
+    fn connect(&self) -> ConnectFuture {
+        let (addrs, pin, options) = (self.addrs.clone(), self.pin, self.options);
+        Box::pin(async move {
+            let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
+            for &addr in addrs.iter() {
+                match dial_pinned(addr, pin).await {
+                    Ok(s) => {
+                        let info = options.transport_info(read_back(&s, pin)?);
+                        // Small frames (handshakes, acks, requests) must not wait for Nagle.
+                        s.set_nodelay(true)?;
+                        return Ok(Connected {
+                            transport: Box::new(Compat(s)),
+                            info,
+                        });
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        })
+    }
+}
+
+/// A new TCP socket for `addr`, its buffers pinned to `pin` (before connect
+/// or listen: this turns Linux's autotuning off for the socket's life).
+fn socket_for(addr: SocketAddr, pin: Option<usize>) -> io::Result<TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(size) = pin {
+        let size = u32::try_from(size).unwrap_or(u32::MAX);
+        socket.set_send_buffer_size(size)?;
+        socket.set_recv_buffer_size(size)?;
+    }
+    Ok(socket)
+}
+
+async fn dial_pinned(addr: SocketAddr, pin: Option<usize>) -> io::Result<TcpStream> {
+    match pin {
+        None => TcpStream::connect(addr).await,
+        Some(_) => socket_for(addr, pin)?.connect(addr).await,
+    }
+}
+
+/// The effective `(SO_SNDBUF, SO_RCVBUF)` of a pinned socket, read back now
+/// (an accepted socket inherits the listener's); `None` if not pinned.
+fn read_back(s: &TcpStream, pin: Option<usize>) -> io::Result<Option<(usize, usize)>> {
+    if pin.is_none() {
+        return Ok(None);
+    }
+    let s = socket2::SockRef::from(s);
+    Ok(Some((s.send_buffer_size()?, s.recv_buffer_size()?)))
+}
+
+struct TcpAccept {
+    tcp: TcpListener,
+    pin: Option<usize>,
+    options: SocketOptions,
+}
 
 impl Accept for TcpAccept {
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Accepted>>> {
-        self.0.poll_accept(cx).map(|r| {
+        let (pin, options) = (self.pin, self.options);
+        self.tcp.poll_accept(cx).map(|r| {
             Some(r.and_then(|(s, peer)| {
+                let info = options.transport_info(read_back(&s, pin)?);
                 s.set_nodelay(true)?;
                 Ok(Accepted {
                     transport: Box::new(Compat(s)),
-                    info: TransportInfo::default(),
+                    info,
                     peer: Some(peer),
                 })
             }))
@@ -338,6 +421,26 @@ where
     }
 }
 
+/// Binds the first of `addr`'s addresses that binds, with pinned buffers.
+async fn listen_pinned<A: ToSocketAddrs>(addr: A, pin: Option<usize>) -> io::Result<TcpListener> {
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to bind");
+    for a in tokio::net::lookup_host(addr).await? {
+        let bound = socket_for(a, pin).and_then(|s| {
+            // Like `TcpListener::bind` on Unix: a restarted server can rebind
+            // while old connections sit in TIME_WAIT.
+            #[cfg(unix)]
+            s.set_reuseaddr(true)?;
+            s.bind(a)?;
+            s.listen(1024)
+        });
+        match bound {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// A server of fault-tolerant sessions. Resumes are routed to their parked
 /// sessions in the background; [`Listener::accept`] yields new sessions only.
 #[derive(Debug)]
@@ -348,11 +451,31 @@ pub struct Listener {
 
 impl Listener {
     /// Listens on TCP `addr`.
+    ///
+    /// Under [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit)
+    /// the listening socket's buffers are pinned before listen (accepted
+    /// sockets inherit them; their effective sizes are read back on each),
+    /// as [`SocketOptions`] describes.
     pub async fn bind<A: ToSocketAddrs>(addr: A, config: Config) -> io::Result<Listener> {
-        let tcp = TcpListener::bind(addr).await?;
+        Listener::bind_opts(addr, config, SocketOptions::default()).await
+    }
+
+    /// [`Listener::bind`] with explicit socket options: pinned buffer sizes,
+    /// a middlebox's in-flight bytes.
+    pub async fn bind_opts<A: ToSocketAddrs>(
+        addr: A,
+        config: Config,
+        options: SocketOptions,
+    ) -> io::Result<Listener> {
+        let pin = options.pin_for(config.release_policy);
+        let tcp = match pin {
+            None => TcpListener::bind(addr).await?,
+            Some(_) => listen_pinned(addr, pin).await?,
+        };
         let local_addr = Some(tcp.local_addr()?);
+        let accept = TcpAccept { tcp, pin, options };
         Ok(Listener {
-            inner: ft_session_async::Listener::new(TokioRuntime, config, TcpAccept(tcp)),
+            inner: ft_session_async::Listener::new(TokioRuntime, config, accept),
             local_addr,
         })
     }
