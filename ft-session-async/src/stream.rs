@@ -247,6 +247,12 @@ impl FtStream {
     /// Completes once the first handshake is done (or the session failed).
     pub(crate) fn poll_established(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut sh = lock(&self.handle.shared);
+        // A configuration the session refused as it established (the
+        // implicit policy without buffer sizes) is this call's error, not a
+        // stream that ended at once.
+        if let Some(Err(e @ SessionError::Config(_))) = &sh.outcome {
+            return Poll::Ready(Err(e.clone().into()));
+        }
         if sh.established {
             return Poll::Ready(Ok(()));
         }
