@@ -78,6 +78,14 @@ pub(crate) struct Inner {
     pub(crate) write_timeout: Option<Duration>,
     writers: usize,
     side: &'static str,
+    /// Threads blocked in [`Shared::wait`]: `pump` only notifies `cond` when
+    /// someone waits (a notify is a syscall even with no waiter).
+    waiters: usize,
+    /// Whether the driver sleeps on `driver_cond`, and until when (`None`:
+    /// until notified). `pump` wakes it only when it has something to do
+    /// sooner: an earlier timer, an ending, a linger deadline.
+    driver_asleep: bool,
+    driver_wake: Option<Instant>,
 }
 
 impl Inner {
@@ -102,7 +110,11 @@ impl Inner {
 
 pub(crate) struct Shared {
     pub(crate) inner: Mutex<Inner>,
+    /// Waited on by the application, connect and readers held back by
+    /// backpressure ([`Shared::wait`]).
     pub(crate) cond: Condvar,
+    /// Waited on by the driver alone, so the data path does not wake it.
+    driver_cond: Condvar,
 }
 
 impl Shared {
@@ -124,8 +136,12 @@ impl Shared {
                 write_timeout: None,
                 writers: 0,
                 side,
+                waiters: 0,
+                driver_asleep: false,
+                driver_wake: None,
             }),
             cond: Condvar::new(),
+            driver_cond: Condvar::new(),
         })
     }
 
@@ -136,18 +152,47 @@ impl Shared {
     /// Waits on the session's condition until notified or `deadline`.
     pub(crate) fn wait<'a>(
         &self,
-        g: MutexGuard<'a, Inner>,
+        mut g: MutexGuard<'a, Inner>,
         deadline: Option<Instant>,
     ) -> MutexGuard<'a, Inner> {
-        match deadline {
-            None => self.cond.wait(g).unwrap_or_else(PoisonError::into_inner),
-            Some(d) => {
-                let dur = d.saturating_duration_since(Instant::now());
-                self.cond
-                    .wait_timeout(g, dur)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0
-            }
+        g.waiters += 1;
+        let mut g = wait_on(&self.cond, g, deadline);
+        g.waiters -= 1;
+        g
+    }
+
+    /// The driver's sleep until notified or `deadline`.
+    fn driver_wait<'a>(
+        &self,
+        mut g: MutexGuard<'a, Inner>,
+        deadline: Option<Instant>,
+    ) -> MutexGuard<'a, Inner> {
+        g.driver_asleep = true;
+        g.driver_wake = deadline;
+        let mut g = wait_on(&self.driver_cond, g, deadline);
+        g.driver_asleep = false;
+        g
+    }
+
+    /// Wakes the application, connect and held-back readers if any waits.
+    fn notify(&self, g: &Inner) {
+        if g.waiters > 0 {
+            self.cond.notify_all();
+        }
+    }
+
+    /// Wakes the driver if it sleeps past something it must do now.
+    fn notify_driver(&self, g: &Inner) {
+        if !g.driver_asleep {
+            return;
+        }
+        let sooner = match (g.session.poll_timeout(), g.driver_wake) {
+            (Some(t), Some(w)) => t < w,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if sooner || g.session.is_finished() || g.linger_deadline.is_some() {
+            self.driver_cond.notify_one();
         }
     }
 
@@ -197,7 +242,8 @@ impl Shared {
                 Output::Event(e) => on_event(g, now, e),
             }
         }
-        self.cond.notify_all();
+        self.notify(g);
+        self.notify_driver(g);
     }
 
     fn spawn_connect(self: &Arc<Self>, g: &mut Inner, transport: TransportId) {
@@ -376,8 +422,10 @@ impl Shared {
         }
         let mut g = self.lock();
         g.writers -= 1;
+        self.notify(&g);
         drop(g);
-        self.cond.notify_all();
+        // The driver may wait for the last writer (final flush).
+        self.driver_cond.notify_one();
     }
 
     /// The driver: feeds the core's timers until the session ends, then lets
@@ -424,11 +472,11 @@ impl Shared {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            g = self.wait(g, wake);
+            g = self.driver_wait(g, wake);
         }
         let grace = Instant::now() + FINAL_FLUSH_GRACE;
         while g.writers > 0 && Instant::now() < grace {
-            g = self.wait(g, Some(grace));
+            g = self.driver_wait(g, Some(grace));
         }
         for link in g.links.drain() {
             (link.1.shutdown)(Shutdown::Both);
@@ -437,6 +485,22 @@ impl Shared {
             s(Shutdown::Both);
         }
         self.cond.notify_all();
+    }
+}
+
+fn wait_on<'a>(
+    cond: &Condvar,
+    g: MutexGuard<'a, Inner>,
+    deadline: Option<Instant>,
+) -> MutexGuard<'a, Inner> {
+    match deadline {
+        None => cond.wait(g).unwrap_or_else(PoisonError::into_inner),
+        Some(d) => {
+            let dur = d.saturating_duration_since(Instant::now());
+            cond.wait_timeout(g, dur)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0
+        }
     }
 }
 
