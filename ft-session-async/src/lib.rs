@@ -18,7 +18,7 @@
 //! - [`SocketOptions`] is what the bindings' TCP entry points take: pinned
 //!   buffer sizes and a middlebox's in-flight bytes, for the implicit release
 //!   policy (the bindings pin, read back and report the sizes as
-//!   [`TransportInfo`](ft_session_core::TransportInfo)).
+//!   [`TransportInfo`]).
 //!
 //! Each session has exactly one driver task: it alone reads and writes the
 //! session's transport (one task per socket was measured 25-30% faster than a

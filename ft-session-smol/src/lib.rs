@@ -14,6 +14,13 @@
 //!   transport (TLS, Unix sockets, async-std's `TcpStream`...).
 //! - Server: [`Listener::bind`] over TCP, or [`Listener::from_stream`] over
 //!   any stream of transports.
+//! - Under [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit)
+//!   (no acknowledgments), [`connect`] and [`Listener::bind`] pin the socket
+//!   buffers before connect/listen and report their effective sizes
+//!   ([`SocketOptions`]; [`connect_opts`]/[`Listener::bind_opts`] to size
+//!   them or declare a proxy's in-flight bytes). Transports from a
+//!   [`Connector`] or [`Listener::from_stream`] carry no sizes, so the
+//!   implicit policy refuses them (`InvalidInput`, `SessionError::Config`).
 //! - Errors are `io::Error`s whose inner error is the core's
 //!   [`SessionError`](ft_session_core::SessionError).
 //!

@@ -15,6 +15,13 @@
 //! - [`FtStream::poll_shutdown`](tokio::io::AsyncWriteExt::shutdown) is a
 //!   half-close; [`FtStream::close`] closes gracefully and waits until both
 //!   sides know every byte arrived.
+//! - Under [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit)
+//!   (no acknowledgments), [`connect`] and [`Listener::bind`] pin the socket
+//!   buffers before connect/listen and report their effective sizes
+//!   ([`SocketOptions`]; [`connect_opts`]/[`Listener::bind_opts`] to size
+//!   them or declare a proxy's in-flight bytes). Transports from a
+//!   [`Connector`] or [`Listener::from_stream`] carry no sizes, so the
+//!   implicit policy refuses them (`InvalidInput`, `SessionError::Config`).
 //! - Errors are `io::Error`s whose inner error is the core's
 //!   [`SessionError`](ft_session_core::SessionError).
 //! - `tracing` events report connects, losses, resumes (with both counts)
@@ -228,6 +235,12 @@ impl AsyncWrite for FtStream {
 /// Opens client sessions over transports made by a user function, called
 /// for the first connection and again for every reconnect (TLS, Unix
 /// sockets, simulated networks...).
+///
+/// Its transports report no buffer sizes: under
+/// [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit)
+/// [`Connector::connect`] fails with `InvalidInput`
+/// ([`SessionError::Config`]). Use `ft_session_async::connect` with a
+/// `Connect` whose `Connected::info` gives the pinned, effective sizes.
 pub struct Connector {
     config: Config,
     make: Arc<dyn ft_session_async::Connect>,
