@@ -13,7 +13,6 @@ use bytes::Bytes;
 use ft_session_core::{Event, Input, Output, SessionError, SessionId, Transmit, TransportId};
 
 use crate::listener::RegistryRef;
-use crate::socket::with_writer_hold;
 use crate::stream::{lock, Handle, Shared};
 use crate::{BoxTransport, Connect, ConnectFuture, Runtime, Timer};
 
@@ -362,7 +361,7 @@ impl<R: Runtime> Driver<R> {
                     Ok(c) => {
                         tracing::debug!(transport = id, "transport connected");
                         self.transport = Some((id, c.transport));
-                        let info = with_writer_hold(c.info, sh.session.config());
+                        let info = c.info.with_writer_hold(sh.session.config());
                         sh.session.handle_input(
                             now,
                             Input::TransportUp {

@@ -274,7 +274,7 @@ async fn handshake<R: Runtime>(rt: R, shared: Arc<ListenerShared>, accepted: Acc
         peer,
     } = accepted;
     // The driver that will write to this transport may hold one frame.
-    let info = crate::socket::with_writer_hold(info, &shared.config);
+    let info = info.with_writer_hold(&shared.config);
     let mut reader = HandshakeReader::new(rt.now(), &shared.config);
     let mut timer = rt.timer(reader.deadline());
     let mut buf = vec![0u8; HANDSHAKE_READ];

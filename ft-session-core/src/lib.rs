@@ -129,7 +129,9 @@ pub mod session;
 pub mod sim;
 pub mod stream_buffer;
 
-pub use config::{Config, ReleasePolicy, TransportInfo};
+pub use config::{
+    Config, ReleasePolicy, SocketOptions, TransportInfo, DEFAULT_IMPLICIT_SOCKET_BUFFER,
+};
 pub use connection_set::{Admission, ConnectionSet, SetCounts, SetEvent};
 pub use error::{ReadError, SessionError, Violation, WriteError};
 pub use frame::{ClientHello, Code, Params, SessionId};
