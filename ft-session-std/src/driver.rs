@@ -17,8 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ft_session_core::{
-    Config, Event, Input, Output, ReleasePolicy, Session, SessionError, SessionState, Transmit,
-    TransportId, TransportInfo,
+    Config, Event, Input, Output, ReleasePolicy, Session, SessionError, SessionId, SessionState,
+    Transmit, TransportId, TransportInfo,
 };
 use tracing::{debug, info, warn};
 
@@ -538,10 +538,24 @@ fn write_transmit(w: &mut dyn Write, t: &Transmit) -> io::Result<()> {
     Ok(())
 }
 
+/// A session id for log lines, empty while unknown.
+struct Sid(Option<SessionId>);
+
+impl std::fmt::Display for Sid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(id) => std::fmt::Display::fmt(id, f),
+            None => Ok(()),
+        }
+    }
+}
+
 fn on_event(g: &mut Inner, now: Instant, e: Event) {
     let side = g.side;
     let id = g.session.session_id();
-    let sid = id.map(|i| i.to_string()).unwrap_or_default();
+    // Formatted only if a log line is emitted: most events (readable,
+    // writable) come once per read or write and log nothing.
+    let sid = Sid(id);
     match e {
         Event::Established { session_id } => {
             info!(side, session = %session_id, "session established");
