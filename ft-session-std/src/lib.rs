@@ -60,13 +60,15 @@
 //! let listener = FtListener::bind("127.0.0.1:0", config.clone())?;
 //! let addr = listener.local_addr()?;
 //!
-//! let server = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+//! let server = std::thread::spawn(move || -> std::io::Result<_> {
 //!     let mut stream = listener.accept()?;
 //!     let mut got = Vec::new();
 //!     stream.read_to_end(&mut got)?; // until the client's shutdown
 //!     stream.write_all(b"bye")?;
 //!     stream.close()?;
-//!     Ok(got)
+//!     // The listener answers the client if the last CLOSE is lost and it
+//!     // resumes to learn the outcome: keep it until the client is done.
+//!     Ok((got, listener))
 //! });
 //!
 //! let mut client = FtStream::connect(addr, config)?;
@@ -76,7 +78,8 @@
 //! client.read_to_end(&mut reply)?;
 //! client.close()?;
 //! assert_eq!(reply, b"bye");
-//! assert_eq!(server.join().unwrap()?, b"hello");
+//! let (got, _listener) = server.join().unwrap()?;
+//! assert_eq!(got, b"hello");
 //! # Ok::<(), std::io::Error>(())
 //! ```
 #![forbid(unsafe_code)]

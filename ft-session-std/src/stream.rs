@@ -129,6 +129,12 @@ impl FtStream {
             // server ended at once is still returned, and reads report how
             // it ended (end of stream, or its error).
             if g.session.session_id().is_some() {
+                // A configuration the session refused at its first handshake
+                // (the implicit policy without buffer sizes) is the caller's
+                // error, not a connection that ended.
+                if let Some(e @ SessionError::Config(_)) = g.session.error() {
+                    return Err(e.clone().into());
+                }
                 break;
             }
             if g.session.is_finished() {
