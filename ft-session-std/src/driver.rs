@@ -17,8 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ft_session_core::{
-    Config, Event, Input, Output, ReleasePolicy, Session, SessionError, SessionId, SessionState,
-    Transmit, TransportId, TransportInfo,
+    Event, Input, Output, ReleasePolicy, Session, SessionError, SessionId, SessionState, Transmit,
+    TransportId,
 };
 use tracing::{debug, info, warn};
 
@@ -46,21 +46,6 @@ struct Link {
     shutdown: ShutdownFn,
     /// Transmits queued to the writer and not yet fully written.
     queued: Arc<AtomicUsize>,
-}
-
-/// The transport's info as the core must see it: under the implicit policy
-/// the writer thread holds at most one frame the kernel has not taken yet
-/// (see `Inner::writer_full`), bytes the core already counts as handed to
-/// the transport; they are added to the send buffer so b covers them. The
-/// core's own margin (one packet buffer and one frame) stays for the
-/// kernel's overshoot and the receiver's partially decoded frame.
-pub(crate) fn with_writer_hold(info: TransportInfo, cfg: &Config) -> TransportInfo {
-    TransportInfo {
-        send_buffer: info
-            .send_buffer
-            .map(|s| s.saturating_add(u64::from(cfg.max_frame_payload))),
-        ..info
-    }
 }
 
 pub(crate) struct Inner {
@@ -267,7 +252,8 @@ impl Shared {
                             (halves.shutdown)(Shutdown::Both);
                             return;
                         }
-                        let info = with_writer_hold(halves.info, g.session.config());
+                        // The writer thread holds at most one frame (see `Inner::writer_full`).
+                        let info = halves.info.with_writer_hold(g.session.config());
                         me.attach(&mut g, transport, halves);
                         info!(side = g.side, transport, "transport connected");
                         g.session

@@ -423,7 +423,7 @@ fn handshake(ctx: Arc<ServerCtx>, mut t: TransportHalves, accepted: SyncSender<F
 
     let now = Instant::now();
     let transport = ctx.next_transport.fetch_add(1, Ordering::Relaxed);
-    let info = crate::driver::with_writer_hold(t.info, &ctx.config);
+    let info = t.info.with_writer_hold(&ctx.config);
     let mut entropy = OsEntropy;
 
     // A resume is admitted with its session locked, so the session cannot

@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ft_session_core::{ReleasePolicy, TransportInfo};
+use ft_session_core::TransportInfo;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 /// Shuts a transport down from any thread; used to unblock its reader and
@@ -159,67 +159,9 @@ impl<T: Read + Write + Send + 'static> Transport for Locked<T> {
     }
 }
 
-/// Requested `SO_SNDBUF`/`SO_RCVBUF` when a session uses
-/// [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit) and
-/// [`SocketOptions::buffer_size`] is not set. Linux doubles it (the effective
-/// size read back, 512 KiB, is what the bound uses).
-pub const DEFAULT_IMPLICIT_SOCKET_BUFFER: usize = 256 * 1024;
-
-/// How the adapter's own TCP sockets are made ([`FtStream::connect_opts`]
-/// and [`FtListener::bind_opts`]).
-///
-/// The implicit release policy keeps only the last
-/// `b = own send buffer + peer receive buffer + margin` bytes, so both kernel
-/// buffers must be **pinned** (set before connect, or on the listening
-/// socket before listen, which turns Linux's autotuning off) and their
-/// **effective** sizes read back (Linux doubles the requested value and caps
-/// it at twice `wmem_max`/`rmem_max`). The adapter does both; with the
-/// acknowledgment policy it pins only when asked to.
-///
-/// [`FtStream::connect_opts`]: crate::FtStream::connect_opts
-/// [`FtListener::bind_opts`]: crate::FtListener::bind_opts
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SocketOptions {
-    /// Requested `SO_SNDBUF` and `SO_RCVBUF`. `None`: pin
-    /// [`DEFAULT_IMPLICIT_SOCKET_BUFFER`] under the implicit policy, leave
-    /// the kernel's autotuning alone under the acknowledgment policy.
-    pub buffer_size: Option<usize>,
-    /// Bytes a middlebox on the path (a proxy, a relay) may hold in each
-    /// direction, beyond both endpoints' kernels: its own socket buffers and
-    /// copy buffer. The implicit bound cannot see them, so they are added to
-    /// this side's send buffer. Set it on both sides (each covers the bytes
-    /// it sends). 0 (the default) for a direct path.
-    pub middlebox_in_flight: u64,
-}
-
-impl SocketOptions {
-    /// Defaults: see the fields.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Pins `SO_SNDBUF`/`SO_RCVBUF` to `bytes` (requested; the effective,
-    /// read-back value is used).
-    pub fn buffer_size(mut self, bytes: usize) -> Self {
-        self.buffer_size = Some(bytes);
-        self
-    }
-
-    /// Declares what a middlebox on the path may hold per direction.
-    pub fn middlebox_in_flight(mut self, bytes: u64) -> Self {
-        self.middlebox_in_flight = bytes;
-        self
-    }
-
-    /// The size to pin for `policy`, if any.
-    pub(crate) fn pin_for(&self, policy: ReleasePolicy) -> Option<usize> {
-        self.buffer_size.or(match policy {
-            ReleasePolicy::Implicit => Some(DEFAULT_IMPLICIT_SOCKET_BUFFER),
-            ReleasePolicy::Ack => None,
-        })
-    }
-}
+// What to pin for the implicit policy and how to report it is plain data,
+// shared by every adapter: it lives in the core.
+pub use ft_session_core::{SocketOptions, DEFAULT_IMPLICIT_SOCKET_BUFFER};
 
 /// Sets both kernel buffers of a socket not yet connected or listening.
 pub(crate) fn pin_buffers(socket: &Socket, size: usize) -> io::Result<()> {
@@ -237,15 +179,15 @@ pub(crate) fn tcp_halves(
     pinned: bool,
     middlebox: u64,
 ) -> io::Result<TransportHalves> {
-    let info = if pinned {
+    let sizes = if pinned {
         let s = SockRef::from(&stream);
-        TransportInfo {
-            send_buffer: Some(s.send_buffer_size()? as u64 + middlebox),
-            recv_buffer: Some(s.recv_buffer_size()? as u64),
-        }
+        Some((s.send_buffer_size()?, s.recv_buffer_size()?))
     } else {
-        TransportInfo::default()
+        None
     };
+    let info = SocketOptions::new()
+        .middlebox_in_flight(middlebox)
+        .transport_info(sizes);
     let mut halves = stream.split()?;
     halves.info = info;
     Ok(halves)
