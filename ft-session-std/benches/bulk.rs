@@ -42,6 +42,7 @@ use ft_session_std::{
     Config, FtListener, FtStream, ReleasePolicy, Transport, TransportHalves, TransportInfo,
     DEFAULT_IMPLICIT_SOCKET_BUFFER,
 };
+use ft_session_testkit::compare_alternating;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 const CHUNK: usize = 64 * 1024;
@@ -286,55 +287,10 @@ fn connect_latency(c: &mut Criterion) {
     g.finish();
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn gib_s(secs: f64) -> f64 {
-    TOTAL as f64 / secs / (1u64 << 30) as f64
-}
-
-/// `rounds` transfers on each of two connections, alternating which goes
-/// first; prints median throughputs, their ratio and the median per-round
-/// ratio.
+/// Alternating rounds of `base` and `ft` (the testkit's shared comparison).
 fn compare(label: &str, ratio: &str, rounds: usize, base: &mut Bulk, ft: &mut Bulk) {
-    // One untimed transfer each: connection start-up, allocations.
-    base.transfer();
-    ft.transfer();
-    let (mut b, mut f, mut r) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..rounds {
-        let (tb, tf) = if i % 2 == 0 {
-            let tb = base.transfer();
-            (tb, ft.transfer())
-        } else {
-            let tf = ft.transfer();
-            (base.transfer(), tf)
-        };
-        b.push(tb.as_secs_f64());
-        f.push(tf.as_secs_f64());
-        r.push(tb.as_secs_f64() / tf.as_secs_f64());
-    }
-    let (mb, mf) = (median(&mut b), median(&mut f));
-    let (lo, hi) = (
-        r.iter().copied().fold(f64::INFINITY, f64::min),
-        r.iter().copied().fold(0.0, f64::max),
-    );
-    println!(
-        "{label}: {rounds} rounds of 256 MiB, medians: base {:.2} GiB/s, ft {:.2} GiB/s; \
-         ratio {ratio} = {:.3} (median of per-round ratios {:.3}, range {:.3}-{:.3})",
-        gib_s(mb),
-        gib_s(mf),
-        mb / mf,
-        median(&mut r),
-        lo,
-        hi,
-    );
+    let s = compare_alternating(rounds, TOTAL as u64, || base.transfer(), || ft.transfer());
+    println!("{label}: ratio {ratio}; {s}");
 }
 
 fn summary() {

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
 use ft_session_core::Config;
+use ft_session_testkit::compare_alternating;
 use ft_session_tokio::{Connector, Listener};
 use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -261,22 +262,8 @@ fn connect_latency(c: &mut Criterion) {
     g.finish();
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn gib_s(secs: f64) -> f64 {
-    TOTAL as f64 / secs / (1u64 << 30) as f64
-}
-
-/// `rounds` transfers on each connection, alternating which goes first;
-/// prints median throughputs, their ratio and the median per-round ratio.
+/// `rounds` transfers on each connection, alternating which goes first (the
+/// testkit's shared comparison); prints median throughputs and their ratio.
 fn summary() {
     let rounds: usize = std::env::var("FT_BENCH_ROUNDS")
         .ok()
@@ -285,41 +272,17 @@ fn summary() {
     let rt = runtime();
     let mut raw = raw_pair(&rt);
     let mut ft = ft_pair(&rt);
-    // One untimed transfer each: connection start-up, allocations.
-    raw.transfer(&rt);
-    ft.transfer(&rt);
-    let (mut b, mut f, mut r) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..rounds {
-        let (tb, tf) = if i % 2 == 0 {
-            let tb = raw.transfer(&rt);
-            (tb, ft.transfer(&rt))
-        } else {
-            let tf = ft.transfer(&rt);
-            (raw.transfer(&rt), tf)
-        };
-        b.push(tb.as_secs_f64());
-        f.push(tf.as_secs_f64());
-        r.push(tb.as_secs_f64() / tf.as_secs_f64());
-    }
-    let (mb, mf) = (median(&mut b), median(&mut f));
-    let (lo, hi) = (
-        r.iter().copied().fold(f64::INFINITY, f64::min),
-        r.iter().copied().fold(0.0, f64::max),
+    let s = compare_alternating(
+        rounds,
+        TOTAL as u64,
+        || raw.transfer(&rt),
+        || ft.transfer(&rt),
     );
     println!(
         "\n== summary (tokio multi-thread, congestion control {}) ==",
         congestion().as_deref().unwrap_or("system default")
     );
-    println!(
-        "ack (base raw_tcp, ft ft_ack): {rounds} rounds of 256 MiB, medians: raw {:.2} GiB/s, \
-         ft {:.2} GiB/s; ratio ft/raw = {:.3} (median of per-round ratios {:.3}, range {:.3}-{:.3})",
-        gib_s(mb),
-        gib_s(mf),
-        mb / mf,
-        median(&mut r),
-        lo,
-        hi,
-    );
+    println!("ack (base raw_tcp, ft ft_ack): ratio ft/raw; {s}");
 }
 
 criterion_group!(benches, bulk, connect_latency);
