@@ -51,6 +51,9 @@ pub(crate) struct Driver<R: Runtime> {
     armed: Option<Instant>,
     connector: Option<Arc<dyn Connect>>,
     server: Option<ServerLink>,
+    /// After the session finished: when to give up writing its last frames
+    /// to a peer that does not read.
+    linger: Option<Instant>,
 }
 
 impl<R: Runtime> Driver<R> {
@@ -99,6 +102,7 @@ impl<R: Runtime> Driver<R> {
             buf: vec![0u8; READ_BUF].into_boxed_slice(),
             timer: None,
             armed: None,
+            linger: None,
             connector,
             server,
         }
@@ -438,6 +442,26 @@ fn wake(slot: &mut Option<std::task::Waker>) {
     }
 }
 
+impl<R: Runtime> Driver<R> {
+    /// Bounds the final flush by the handshake timeout, so a peer that never
+    /// reads again cannot keep a finished session's driver alive.
+    fn linger_expired(&mut self, cx: &mut Context<'_>, bound: std::time::Duration) -> bool {
+        let now = self.rt.now();
+        let deadline = *self.linger.get_or_insert(now + bound);
+        if deadline <= now {
+            return true;
+        }
+        let t = match self.timer.as_mut() {
+            Some(t) => {
+                t.reset(deadline);
+                t
+            }
+            None => self.timer.insert(self.rt.timer(deadline)),
+        };
+        t.poll_expired(cx).is_ready()
+    }
+}
+
 struct Noop;
 
 impl std::task::Wake for Noop {
@@ -465,10 +489,19 @@ impl<R: Runtime> Future for Driver<R> {
         for _ in 0..BUDGET {
             let mut sh = lock(&handle.shared);
             let progress = this.step(&mut sh, cx);
-            if sh.session.is_finished() && this.writing.is_none() && !progress {
-                // Everything the session had to say (an ABORT, a CLOSE) is written.
-                this.transport = None;
-                return Poll::Ready(());
+            if sh.session.is_finished() && !progress {
+                let bound = sh.session.config().handshake_timeout;
+                let done = this.writing.is_none() || this.linger_expired(cx, bound);
+                if done {
+                    // Everything the session had to say (an ABORT, a CLOSE)
+                    // is written, or the peer stopped reading for too long.
+                    this.writing = None;
+                    this.transport = None;
+                    sh.flushed = true;
+                    wake(&mut sh.waiter);
+                    return Poll::Ready(());
+                }
+                return Poll::Pending;
             }
             if !progress {
                 return Poll::Pending;

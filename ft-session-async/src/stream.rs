@@ -43,6 +43,9 @@ pub(crate) struct Shared {
     pub waiter: Option<Waker>,
     pub established: bool,
     pub outcome: Option<Result<(), SessionError>>,
+    /// The driver is done: every final frame (a CLOSE, an ABORT) was written,
+    /// or given up on after the linger bound.
+    pub flushed: bool,
 }
 
 /// Leaf lock: never held while taking another lock, so the listener may take
@@ -70,6 +73,7 @@ impl Handle {
                 waiter: None,
                 established: false,
                 outcome: None,
+                flushed: false,
             }),
             control: Mutex::new(Control::default()),
         })
@@ -195,8 +199,15 @@ impl FtStream {
     /// when both sides know every byte arrived.
     pub fn poll_close_session(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut sh = lock(&self.handle.shared);
+        // A clean end is reported once the last CLOSE is written: a caller
+        // that then drops its runtime must not take that frame with it, or
+        // the peer would resume to learn the outcome.
         if let Some(outcome) = &sh.outcome {
-            return Poll::Ready(outcome.clone().map_err(io::Error::from));
+            if sh.flushed || outcome.is_err() {
+                return Poll::Ready(outcome.clone().map_err(io::Error::from));
+            }
+            set_waker(&mut sh.waiter, cx);
+            return Poll::Pending;
         }
         sh.session.close();
         set_waker(&mut sh.waiter, cx);
