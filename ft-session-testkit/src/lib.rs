@@ -77,4 +77,4 @@ pub use proxy::{
 };
 pub use ratio::{compare_alternating, RatioSummary};
 pub use rng::{pattern, pattern_at, splitmix64_at, SplitMix64};
-pub use ss::{ss_kill, ss_kill_probe, SsKillOutcome};
+pub use ss::{ss_kill, ss_kill_clients_of, ss_kill_probe, SsKillOutcome};

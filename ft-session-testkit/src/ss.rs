@@ -133,6 +133,29 @@ pub fn ss_kill(port: u16) -> io::Result<SsKillOutcome> {
     })
 }
 
+/// Destroys only the TCP sockets on 127.0.0.1 whose remote port is `port`
+/// (`ss -K dst 127.0.0.1 dport = :PORT`): the clients' ends of the connections
+/// to a server (or proxy) listening on `port`. The server's ends learn of it
+/// from the RST; unlike [`ss_kill`], a connection the client opens again at
+/// once is not caught by a second, server-side pass.
+///
+/// Outcomes as for [`ss_kill`].
+pub fn ss_kill_clients_of(port: u16) -> io::Result<SsKillOutcome> {
+    let p = format!(":{port}");
+    Ok(
+        match run_ss(&["dst", "127.0.0.1", "dport", "=", p.as_str()]) {
+            Ok(0) => SsKillOutcome::NothingKilled {
+                reason: format!(
+                    "`ss -K` matched no socket to 127.0.0.1 port {port} (none open, or the kernel \
+                 lacks CONFIG_INET_DIAG_DESTROY)"
+                ),
+            },
+            Ok(sockets) => SsKillOutcome::Killed { sockets },
+            Err(outcome) => outcome,
+        },
+    )
+}
+
 /// Checks whether `ss -K` really kills loopback connections here: opens a private
 /// 127.0.0.1 connection, runs [`ss_kill`] on its port and verifies that the client
 /// then reads an error. Returns [`SsKillOutcome::Killed`] only if it worked.
