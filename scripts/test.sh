@@ -7,11 +7,15 @@ cd "$(dirname "$0")/.."
 need_apt=()
 # `ss -K` (iproute2) kills live loopback connections in the fault tests.
 command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
+# HAProxy fronts three nodes in the cluster test (docs/CLUSTER.md).
+command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+    # A failed install (no network) is not fatal: those tests then skip.
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"; } ||
+      echo "note: could not install ${need_apt[*]}: the tests that need them report themselves skipped" >&2
   else
-    echo "note: ${need_apt[*]} missing and not root: the ss -K tests will report themselves skipped" >&2
+    echo "note: ${need_apt[*]} missing and not root: the tests that need them (ss -K, haproxy) report themselves skipped" >&2
   fi
 fi
 
