@@ -4,7 +4,7 @@
 //! `docs/cluster/haproxy.cfg.in`, the file docs/CLUSTER.md quotes. 25 client
 //! sessions echo data through it while `ss -K` kills every client↔HAProxy
 //! connection, round after round; the last round resumes through a second
-//! HAProxy that learnt the sessions over `peers`. Checked: every resume
+//! HAProxy, started after the sessions, that learnt them over `peers`. Checked: every resume
 //! completes on the node that holds its session and no node refuses one,
 //! every byte arrives (length and sha256, both ways). The control renders the
 //! same configuration without its `stick` lines: resumes land on other nodes,
@@ -496,7 +496,6 @@ async fn sticky(balance: &str) {
     let mut nodes = Nodes::start().await;
     let peers = [free_addr(), free_addr()];
     let lb1 = HaProxy::start_fresh(nodes.addrs(), peers, "lb1", balance, true).await;
-    let lb2 = HaProxy::start_fresh(nodes.addrs(), peers, "lb2", balance, true).await;
     let net = Net::new(lb1.frontend);
     let (clients, round) = open_clients(&net, KILLS + 1).await;
     // Every fresh SERVER_HELLO was stored in lb1's table.
@@ -505,6 +504,9 @@ async fn sticky(balance: &str) {
         SESSIONS,
         "lb1 stored every session"
     );
+    // lb2 starts only now, like an instance restarted after the sessions
+    // began: it must take the table from lb1 (peers resync).
+    let lb2 = HaProxy::start_fresh(nodes.addrs(), peers, "lb2", balance, true).await;
 
     let mut killed = Vec::new();
     for k in 0..KILLS {
