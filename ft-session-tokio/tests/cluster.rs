@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{bounded, fast_config, pattern_sha, Net};
+use common::{bounded, fast_config, pattern_sha, wait_until, Net};
 use ft_session_core::{SessionError, SessionId};
 use ft_session_testkit::{pattern_at, ss_kill_clients_of, ss_kill_probe, Sha256Tracker};
 use ft_session_tokio::{FtStream, Listener};
@@ -274,6 +274,35 @@ impl HaProxy {
             .ok_or_else(|| io::Error::other(format!("no table in: {out}")))
     }
 
+    /// The stick table: session id (lowercase hex, as `SessionId` displays
+    /// it) -> server name.
+    async fn table(&self) -> io::Result<HashMap<String, String>> {
+        let out = self.command(&format!("show table {TABLE}")).await?;
+        let field = |l: &str, name: &str| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix(name))
+                .map(str::to_owned)
+        };
+        Ok(out
+            .lines()
+            .filter_map(|l| Some((field(l, "key=")?.to_lowercase(), field(l, "server_key=")?)))
+            .collect())
+    }
+
+    /// Checks that the table maps every session to the node that accepted
+    /// its HELLO, i.e. HAProxy read the id at the right offset.
+    async fn assert_table_matches(&self, name: &str, homes: &HashMap<SessionId, usize>) {
+        let table = self.table().await.unwrap();
+        assert_eq!(table.len(), homes.len(), "{name}: one entry per session");
+        for (id, node) in homes {
+            assert_eq!(
+                table.get(&id.to_string()),
+                Some(&format!("node{}", node + 1)),
+                "{name}: entry of session {id}"
+            );
+        }
+    }
+
     /// Connections the frontend took so far (`show stat`'s `stot`).
     async fn frontend_sessions(&self) -> io::Result<u64> {
         let out = self.command("show stat").await?;
@@ -504,6 +533,14 @@ async fn sticky(balance: &str) {
         SESSIONS,
         "lb1 stored every session"
     );
+    // The nodes' accept loops may still be recording the last sessions.
+    let recorded = nodes.homes.clone();
+    wait_until("every node recorded its sessions", || {
+        recorded.lock().unwrap().len() == SESSIONS
+    })
+    .await;
+    let homes = nodes.homes.lock().unwrap().clone();
+    lb1.assert_table_matches("lb1", &homes).await;
     // lb2 starts only now, like an instance restarted after the sessions
     // began: it must take the table from lb1 (peers resync).
     let lb2 = HaProxy::start_fresh(nodes.addrs(), peers, "lb2", balance, true).await;
@@ -522,6 +559,8 @@ async fn sticky(balance: &str) {
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            let homes = nodes.homes.lock().unwrap().clone();
+            lb2.assert_table_matches("lb2", &homes).await;
             net.redirect(lb2.frontend);
         }
         let n = kill_transports(&lb1).await;
