@@ -8,7 +8,9 @@
 //! completes on the node that holds its session and no node refuses one,
 //! every byte arrives (length and sha256, both ways). The control renders the
 //! same configuration without its `stick` lines: resumes land on other nodes,
-//! which answer REJECT `UNKNOWN_SESSION`.
+//! which answer REJECT `UNKNOWN_SESSION`. Last, HAProxy is killed and
+//! replaced by one with an empty table: the same, and the survivors' ids are
+//! learnt again from the nodes' RESUME_OKs.
 //!
 //! Skipped, with the reason printed, where `haproxy` or `ss -K` is missing.
 #![allow(clippy::unwrap_used)]
@@ -630,21 +632,14 @@ async fn sticky(balance: &str) {
     drop((lb1, lb2));
 }
 
-/// The control: the same configuration without its stick rules. Resumes go
-/// wherever round-robin sends them, and the nodes that do not hold the
-/// session answer REJECT UNKNOWN_SESSION.
-async fn control() {
-    let mut nodes = Nodes::start().await;
-    let peers = [free_addr(), free_addr()];
-    let lb = HaProxy::start_fresh(nodes.addrs(), peers, "lb1", "roundrobin", false).await;
-    let net = Net::new(lb.frontend);
-    let (clients, round) = open_clients(&net, 2).await;
-    wait_echoed(&clients, SEGMENT / 2).await;
-    let killed = kill_transports(&lb).await;
-    assert_eq!(killed, SESSIONS, "ss -K destroyed every client socket");
-    round.send(1).unwrap();
-
-    let len = 2 * SEGMENT;
+/// Waits for every client of a run where resumes may miss their node: a
+/// session either ends with `UnknownSession` or delivers every byte (checked
+/// on both sides). Returns the failures and the survivors' homes.
+async fn outcomes(
+    clients: Vec<Client>,
+    nodes: &mut Nodes,
+    len: u64,
+) -> (usize, HashMap<SessionId, usize>) {
     let (mut unknown, mut survived) = (0, HashMap::new());
     for c in clients {
         let end = c.task.await.unwrap();
@@ -664,13 +659,89 @@ async fn control() {
             }
         }
     }
+    let mut homes = HashMap::new();
     for _ in 0..survived.len() {
         let end = nodes.ends.recv().await.unwrap().unwrap();
         assert_eq!(
             (end.bytes, end.sha),
             (len, pattern_sha(survived[&end.id], len))
         );
+        homes.insert(end.id, end.node);
     }
+    (unknown, homes)
+}
+
+/// HAProxy restarts with an empty table (no peer to resync from): the
+/// sessions resume through it as if it had no stick rules, and the nodes'
+/// RESUME_OKs teach it the survivors' ids again.
+async fn table_lost() {
+    let mut nodes = Nodes::start().await;
+    let lb = HaProxy::start_fresh(
+        nodes.addrs(),
+        [free_addr(), free_addr()],
+        "lb1",
+        "roundrobin",
+        true,
+    )
+    .await;
+    let net = Net::new(lb.frontend);
+    let (clients, round) = open_clients(&net, 2).await;
+    wait_echoed(&clients, SEGMENT / 2).await;
+    assert_eq!(lb.table_used().await.unwrap(), SESSIONS);
+    // The replacement knows no peer that is up: its table starts empty.
+    let fresh = HaProxy::start_fresh(
+        nodes.addrs(),
+        [free_addr(), free_addr()],
+        "lb1",
+        "roundrobin",
+        true,
+    )
+    .await;
+    assert_eq!(
+        fresh.table_used().await.unwrap(),
+        0,
+        "the new table is empty"
+    );
+    net.redirect(fresh.frontend);
+    // HAProxy dies: the kernel closes every connection that went through it.
+    drop(lb);
+    round.send(1).unwrap();
+
+    let (unknown, survived) = outcomes(clients, &mut nodes, 2 * SEGMENT).await;
+    let rejected: u64 = nodes.rejected_resumes().iter().sum();
+    assert!(
+        rejected > 0,
+        "with an empty table some resume must miss its node"
+    );
+    assert!(
+        rejected >= unknown as u64,
+        "{rejected} rejects for {unknown} failures"
+    );
+    // Every session that resumed is in the new table again, with its node.
+    fresh.assert_table_matches("new lb1", &survived).await;
+    println!(
+        "table lost (HAProxy restarted, no peer): {SESSIONS} sessions, {unknown} ended with \
+         UnknownSession, {} survived and are in the new table, nodes rejected {rejected} resumes",
+        survived.len()
+    );
+}
+
+/// The control: the same configuration without its stick rules. Resumes go
+/// wherever round-robin sends them, and the nodes that do not hold the
+/// session answer REJECT UNKNOWN_SESSION.
+async fn control() {
+    let mut nodes = Nodes::start().await;
+    let peers = [free_addr(), free_addr()];
+    let lb = HaProxy::start_fresh(nodes.addrs(), peers, "lb1", "roundrobin", false).await;
+    let net = Net::new(lb.frontend);
+    let (clients, round) = open_clients(&net, 2).await;
+    wait_echoed(&clients, SEGMENT / 2).await;
+    let killed = kill_transports(&lb).await;
+    assert_eq!(killed, SESSIONS, "ss -K destroyed every client socket");
+    round.send(1).unwrap();
+
+    let len = 2 * SEGMENT;
+    let (unknown, survived) = outcomes(clients, &mut nodes, len).await;
     // Without the stick rules resumes reach nodes that do not hold their
     // session, which answer REJECT UNKNOWN_SESSION (the sticky runs assert
     // that this never happens); every session that ended, ended with it.
@@ -712,7 +783,8 @@ async fn resumes_reach_their_home_node_behind_haproxy() {
         sticky("roundrobin").await;
         sticky("leastconn").await;
         control().await;
-        println!("all three runs took {:?}", t.elapsed());
+        table_lost().await;
+        println!("all four runs took {:?}", t.elapsed());
     })
     .await
 }
