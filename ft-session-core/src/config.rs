@@ -33,6 +33,8 @@ pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 pub const DEFAULT_MAX_PARKED: usize = 1_000;
 /// Default for [`Config::parked_bytes_budget`].
 pub const DEFAULT_PARKED_BYTES_BUDGET: u64 = 1 << 30;
+/// Default for [`Config::max_pending_handshakes`].
+pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 1024;
 /// Default for [`Config::implicit_max_buffer`]: twice Linux's default
 /// `rmem_max`/`wmem_max` ceiling of a pinned buffer is far below this.
 pub const DEFAULT_IMPLICIT_MAX_BUFFER: u64 = 64 * 1024 * 1024;
@@ -96,6 +98,11 @@ pub struct Config {
     /// Server: most bytes retained by parked sessions together; beyond it the
     /// oldest parked is evicted.
     pub parked_bytes_budget: u64,
+    /// Server: most transports waiting for their first message at once
+    /// (each costs a [`crate::HandshakeReader`] until its deadline); a
+    /// transport beyond it is dropped at once and counted in
+    /// [`crate::EndpointStats::refused_handshakes`].
+    pub max_pending_handshakes: usize,
 }
 
 impl Default for Config {
@@ -117,6 +124,7 @@ impl Default for Config {
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_parked: DEFAULT_MAX_PARKED,
             parked_bytes_budget: DEFAULT_PARKED_BYTES_BUDGET,
+            max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
         }
     }
 }
@@ -142,6 +150,11 @@ impl Config {
             || self.connect_timeout.is_zero()
         {
             return Err(SessionError::Config("timeouts must be positive"));
+        }
+        if self.max_pending_handshakes == 0 {
+            return Err(SessionError::Config(
+                "max_pending_handshakes must be positive",
+            ));
         }
         Ok(())
     }

@@ -12,114 +12,123 @@
 //! - A **resume handshake** exchanges the session id and both counts,
 //!   authenticated with a secret issued at the first handshake; each side
 //!   retransmits exactly what the other missed.
-//! - The server's [`ConnectionSet`] parks a session until its client returns
-//!   or the time runs out.
+//! - The server's [`Endpoint`] accepts transports, reads each client's
+//!   first message under a deadline, starts new sessions and routes each
+//!   resume to its session; its [`ConnectionSet`] parks a session until its
+//!   client returns or the time runs out.
 //!
 //! The crate performs no I/O, reads no clock and draws no randomness: time is
 //! an argument, bytes are inputs, and everything to do comes out of
-//! [`Session::poll_output`]. Adapters (`ft-session-std`, `ft-session-tokio`,
+//! `poll_output`. Adapters (`ft-session-std`, `ft-session-tokio`,
 //! `ft-session-smol`) move bytes and time. The wire protocol is specified in
 //! `docs/PROTOCOL.md`.
 //!
+//! ## Two objects: a client [`Session`], a server [`Endpoint`]
+//!
+//! A client is one [`Session`]: it asks for transports
+//! ([`Output::Connect`]) and resumes by itself, so it needs nothing around
+//! it. A server is one [`Endpoint`]: its inputs name only transports
+//! (opened, bytes received, lost) and time; its outputs are bytes to write,
+//! transports to drop, new sessions to accept and each session's events.
+//! The application reads and writes an accepted session through its
+//! [`SessionHandle`]; parking, resume routing, eviction and expiry are the
+//! endpoint's business.
+//!
 //! ## The drive loop
 //!
-//! After every input ([`Session::handle_input`]) or application call
-//! ([`Session::send`], [`Session::write`], [`Session::read`],
-//! [`Session::shutdown`], [`Session::close`], [`Session::abort`]), drain
-//! [`Session::poll_output`] until it returns `None`, then wait for transport
-//! bytes or [`Session::poll_timeout`]. A `Transmit` must be written whole
-//! before the next output is polled.
+//! After every input (`handle_input`) or application call ([`Session::write`],
+//! [`Session::read`], [`Session::close`]...), drain `poll_output` until it
+//! returns `None`, then wait for transport bytes or `poll_timeout`. A
+//! `Transmit` must be written whole before the next one to its transport.
 //!
-//! Two sessions wired back to back in memory, through one transport crash:
+//! A complete server embedding, with a client over an in-memory transport
+//! that crashes once, and a client that never returns:
 //!
 //! ```
 //! use std::time::Instant;
-//! use bytes::Bytes;
 //! use ft_session_core::*;
 //!
-//! let now = Instant::now();
-//! let mut client = Session::client(Config::default(), now, 7);
-//! let mut set = ConnectionSet::new(Config::default());
-//! let mut server: Option<Session> = None;
-//! let mut reader: Option<HandshakeReader> = None;
-//! let mut entropy = SeededEntropy::new(1); // use a CSPRNG in production
-//! let mut server_transport = 0u64;
-//!
-//! // Moves every output of both sides once; returns whether anything moved.
-//! let mut pump = |client: &mut Session, server: &mut Option<Session>,
-//!                 reader: &mut Option<HandshakeReader>, server_transport: &mut u64| {
-//!     let mut moved = false;
-//!     while let Some(out) = client.poll_output() {
-//!         moved = true;
-//!         match out {
-//!             Output::Connect { transport } => {
-//!                 // A real adapter dials here; the new server-side transport gets an id too.
-//!                 *server_transport += 1;
-//!                 *reader = Some(HandshakeReader::new(now, set.config()));
-//!                 client.handle_input(now, Input::TransportUp { transport, info: TransportInfo::default() });
-//!             }
-//!             Output::Transmit(t) => {
-//!                 let mut bytes = Vec::new();
-//!                 t.write_to(&mut bytes);
-//!                 let mut data = &bytes[..];
-//!                 if let Some(r) = reader.as_mut() {
-//!                     match r.feed(data) {
-//!                         HandshakeStep::Hello { hello, consumed } => {
-//!                             *reader = None;
-//!                             data = &data[consumed..];
-//!                             let info = TransportInfo::default();
-//!                             match set.admit(now, *server_transport, info, hello, &mut entropy) {
-//!                                 Admission::Fresh(s) => *server = Some(*s),
-//!                                 Admission::Resume { resume, .. } => {
-//!                                     let transport = *server_transport;
-//!                                     server.as_mut().unwrap().handle_input(now, Input::Resume { transport, resume, info });
-//!                                 }
-//!                                 Admission::Reject { .. } => unreachable!(),
-//!                             }
-//!                         }
-//!                         _ => continue,
-//!                     }
+//! /// Moves every output of both ends until nothing moves. In memory, a
+//! /// transport has the same id at both ends; `got` is what the server read.
+//! fn run(now: Instant, client: &mut Session, server: &mut Endpoint, got: &mut Vec<u8>) {
+//!     let (info, mut moved) = (TransportInfo::default(), true);
+//!     while std::mem::take(&mut moved) {
+//!         while let Some(out) = client.poll_output() {
+//!             moved = true;
+//!             match out {
+//!                 Output::Connect { transport } => {
+//!                     server.handle_input(now, EndpointInput::TransportOpened { transport, info });
+//!                     client.handle_input(now, Input::TransportUp { transport, info });
 //!                 }
-//!                 let transport = *server_transport;
-//!                 server.as_mut().unwrap().handle_input(now, Input::Received { transport, data });
+//!                 Output::Transmit(t) => {
+//!                     let mut data = Vec::new();
+//!                     t.write_to(&mut data);
+//!                     let transport = t.transport;
+//!                     server.handle_input(now, EndpointInput::Received { transport, data: &data });
+//!                 }
+//!                 _ => {}
 //!             }
-//!             _ => {}
 //!         }
-//!     }
-//!     if let Some(server) = server.as_mut() {
 //!         while let Some(out) = server.poll_output() {
 //!             moved = true;
-//!             if let Output::Transmit(t) = out {
-//!                 let mut bytes = Vec::new();
-//!                 t.write_to(&mut bytes);
-//!                 let transport = client.transport().unwrap();
-//!                 client.handle_input(now, Input::Received { transport, data: &bytes });
+//!             match out {
+//!                 EndpointOutput::Transmit(t) => {
+//!                     let mut data = Vec::new();
+//!                     t.write_to(&mut data);
+//!                     client.handle_input(now, Input::Received { transport: t.transport, data: &data });
+//!                 }
+//!                 EndpointOutput::Accepted { session, .. } => println!("new session {session}"),
+//!                 // The application reaches its sessions by handle.
+//!                 EndpointOutput::Event { session, event: Event::Readable } => {
+//!                     let (s, mut buf) = (server.session_mut(session).unwrap(), [0u8; 64]);
+//!                     while let Ok(n @ 1..) = s.read(&mut buf) { got.extend_from_slice(&buf[..n]) }
+//!                 }
+//!                 _ => {} // DropTransport: close it; other events
 //!             }
 //!         }
 //!     }
-//!     moved
-//! };
+//! }
 //!
-//! client.send(&mut Bytes::from_static(b"hello, ")).unwrap();
-//! while pump(&mut client, &mut server, &mut reader, &mut server_transport) {}
+//! let mut now = Instant::now();
+//! let seed = [7; 32]; // from a CSPRNG in production: it keys every session secret
+//! let mut server = Endpoint::new(Config::default(), now, seed).unwrap();
+//! let mut client = Session::client(Config::default(), now, 1);
+//! let mut got = Vec::new();
+//! client.write(b"hello, ").unwrap();
+//! run(now, &mut client, &mut server, &mut got);
 //!
-//! // The transport dies; the client reconnects and resumes by itself.
-//! let lost = client.transport().unwrap();
-//! client.handle_input(now, Input::TransportLost { transport: lost });
+//! // The transport dies with "world" on it; the client resumes and the
+//! // endpoint routes the resume to the parked session: nothing is lost.
 //! client.write(b"world").unwrap();
-//! while pump(&mut client, &mut server, &mut reader, &mut server_transport) {}
+//! while let Some(Output::Transmit(_)) = client.poll_output() {}
+//! let transport = client.transport().unwrap();
+//! client.handle_input(now, Input::TransportLost { transport });
+//! server.handle_input(now, EndpointInput::TransportLost { transport });
+//! run(now, &mut client, &mut server, &mut got);
+//! assert_eq!(got, b"hello, world");
+//! assert_eq!(client.stats().retransmitted_bytes, 5);
 //!
-//! let server = server.as_mut().unwrap();
-//! let mut buf = [0u8; 64];
-//! let n = server.read(&mut buf).unwrap();
-//! assert_eq!(&buf[..n], b"hello, world");
-//! assert_eq!(client.stats().resumes, 1);
+//! // The client vanishes: the endpoint's timers alone expire its session
+//! // and free everything.
+//! let transport = client.transport().unwrap();
+//! server.handle_input(now, EndpointInput::TransportLost { transport });
+//! let mut ended = None;
+//! while let Some(at) = server.poll_timeout() {
+//!     now = at;
+//!     server.handle_input(now, EndpointInput::Timeout);
+//!     while let Some(out) = server.poll_output() {
+//!         if let EndpointOutput::Event { event: Event::Finished(r), .. } = out { ended = Some(r) }
+//!     }
+//! }
+//! assert_eq!(ended, Some(Err(SessionError::Expired)));
+//! assert_eq!(server.stats().sessions, 0);
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod connection_set;
+pub mod endpoint;
 pub mod error;
 pub mod frame;
 pub mod handshake;
@@ -133,6 +142,9 @@ pub use config::{
     Config, ReleasePolicy, SocketOptions, TransportInfo, DEFAULT_IMPLICIT_SOCKET_BUFFER,
 };
 pub use connection_set::{Admission, ConnectionSet, SetCounts, SetEvent};
+pub use endpoint::{
+    Delivery, Endpoint, EndpointInput, EndpointOutput, EndpointStats, SessionHandle,
+};
 pub use error::{ReadError, SessionError, Violation, WriteError};
 pub use frame::{ClientHello, Code, Params, SessionId};
 pub use handshake::{Entropy, HandshakeReader, HandshakeStep, SeededEntropy};
