@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ft_session_core::sim::{bulk_transfer, established_pair, pattern};
+use ft_session_core::sim::{bulk_transfer, established_pair, memcpy_transfer, pattern};
 use ft_session_core::Config;
 
 const CHUNK: usize = 64 * 1024;
@@ -27,12 +27,7 @@ fn bench(c: &mut Criterion) {
 
     g.bench_function("memcpy", |b| {
         let mut dst = vec![0u8; CHUNK];
-        b.iter(|| {
-            for _ in 0..chunks {
-                dst.copy_from_slice(std::hint::black_box(&chunk[..]));
-                std::hint::black_box(&mut dst);
-            }
-        })
+        b.iter(|| assert_eq!(memcpy_transfer(&chunk, chunks, &mut dst), TOTAL as u64))
     });
 
     g.bench_function("session_pair_ack", |b| {

@@ -1532,3 +1532,16 @@ pub fn bulk_transfer(
     }
     read
 }
+
+/// The baseline of [`bulk_transfer`]: copies `chunk` into `dst` `chunks`
+/// times, as a transport that copies each send once would. Benchmarks time
+/// the two side by side (`benches/pair.rs`, `ft-session-bench`).
+pub fn memcpy_transfer(chunk: &[u8], chunks: usize, dst: &mut [u8]) -> u64 {
+    let mut copied = 0u64;
+    for _ in 0..chunks {
+        dst.copy_from_slice(std::hint::black_box(chunk));
+        std::hint::black_box(&mut *dst);
+        copied += chunk.len() as u64;
+    }
+    copied
+}

@@ -75,6 +75,6 @@ pub use hash::{sha256_hex, Sha256Tracker};
 pub use proxy::{
     Direction, FaultPlan, FaultProxy, KillCause, KillPoint, KillRecord, KillRule, ProxyOptions,
 };
-pub use ratio::{compare_alternating, RatioSummary};
+pub use ratio::{alternate, compare_alternating, median, RatioSummary};
 pub use rng::{pattern, pattern_at, splitmix64_at, SplitMix64};
 pub use ss::{ss_kill, ss_kill_clients_of, ss_kill_probe, SsKillOutcome};

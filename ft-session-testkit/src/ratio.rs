@@ -23,7 +23,8 @@ pub struct RatioSummary {
     pub round_max: f64,
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// The median of `v` (sorted in place); NaN when empty.
+pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     match n {
@@ -33,26 +34,42 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// Runs `base` and `ft` once each untimed (start-up, allocations), then
+/// `rounds` times each, alternating which goes first (A B, B A, A B, ...), and
+/// returns each round's `(base, ft)` results. Every side-by-side comparison
+/// of the project (the adapter benches, `ft-session-bench`) runs its rounds
+/// through this, so they are ordered the same way.
+pub fn alternate<T>(
+    rounds: usize,
+    mut base: impl FnMut() -> T,
+    mut ft: impl FnMut() -> T,
+) -> Vec<(T, T)> {
+    base();
+    ft();
+    (0..rounds)
+        .map(|i| {
+            if i % 2 == 0 {
+                let b = base();
+                (b, ft())
+            } else {
+                let f = ft();
+                (base(), f)
+            }
+        })
+        .collect()
+}
+
 /// Runs `rounds` transfers of `bytes` each through `base` and `ft`,
 /// alternating which goes first, after one untimed transfer each (start-up,
 /// allocations). Each closure performs one transfer and returns its duration.
 pub fn compare_alternating(
     rounds: usize,
     bytes: u64,
-    mut base: impl FnMut() -> Duration,
-    mut ft: impl FnMut() -> Duration,
+    base: impl FnMut() -> Duration,
+    ft: impl FnMut() -> Duration,
 ) -> RatioSummary {
-    base();
-    ft();
     let (mut b, mut f, mut r) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..rounds {
-        let (tb, tf) = if i % 2 == 0 {
-            let tb = base();
-            (tb, ft())
-        } else {
-            let tf = ft();
-            (base(), tf)
-        };
+    for (tb, tf) in alternate(rounds, base, ft) {
         b.push(tb.as_secs_f64());
         f.push(tf.as_secs_f64());
         r.push(tb.as_secs_f64() / tf.as_secs_f64());
