@@ -23,9 +23,10 @@
 //! `FtStream::connect_with` / `FtListener::from_incoming`, set up exactly as
 //! `FtStream::connect` / `FtListener::bind` would set them up.
 //!
-//! After criterion, the binary prints its own summary: `FT_BENCH_ROUNDS`
-//! (default 20) rounds alternating raw and ft (the order swaps every round),
-//! each timed with `Instant`, and "ratio ft/raw" from the medians.
+//! After criterion, the binary prints the summary every adapter's bench
+//! prints (`ft_session_bench::bulk_summary`): `FT_BENCH_ROUNDS` (default 20)
+//! rounds alternating raw and ft (the order swaps every round), each timed
+//! with `Instant`, and "ratio ft/raw" from the medians.
 //! `FT_BENCH_SUMMARY=0` skips it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // criterion_group! generates an undocumented public function.
@@ -42,7 +43,6 @@ use ft_session_std::{
     Config, FtListener, FtStream, ReleasePolicy, Transport, TransportHalves, TransportInfo,
     DEFAULT_IMPLICIT_SOCKET_BUFFER,
 };
-use ft_session_testkit::compare_alternating;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 const CHUNK: usize = 64 * 1024;
@@ -287,12 +287,9 @@ fn connect_latency(c: &mut Criterion) {
     g.finish();
 }
 
-/// Alternating rounds of `base` and `ft` (the testkit's shared comparison).
-fn compare(label: &str, ratio: &str, rounds: usize, base: &mut Bulk, ft: &mut Bulk) {
-    let s = compare_alternating(rounds, TOTAL as u64, || base.transfer(), || ft.transfer());
-    println!("{label}: ratio {ratio}; {s}");
-}
-
+/// The alternating-rounds summary every adapter's bench prints (computed by
+/// `ft_session_bench::bulk_summary`): Ack vs raw TCP, Implicit vs raw TCP
+/// with the same pinned buffers, Implicit vs Ack.
 fn summary() {
     let rounds = std::env::var("FT_BENCH_ROUNDS")
         .ok()
@@ -302,28 +299,16 @@ fn summary() {
         "\n== summary (std, congestion control {}) ==",
         congestion().as_deref().unwrap_or("system default")
     );
-    let pin = Some(DEFAULT_IMPLICIT_SOCKET_BUFFER);
-    compare(
-        "ack      (base raw_tcp, ft ft_ack)           ",
-        "ft/raw",
+    let lines = ft_session_bench::bulk_summary(
+        ft_session_bench::Runtime::Std,
         rounds,
-        &mut raw_pair(None),
-        &mut ft_pair(ReleasePolicy::Ack),
-    );
-    compare(
-        "implicit (base raw_tcp_pinned, ft ft_implicit)",
-        "ft/raw",
-        rounds,
-        &mut raw_pair(pin),
-        &mut ft_pair(ReleasePolicy::Implicit),
-    );
-    compare(
-        "policy   (base ft_ack, ft ft_implicit)       ",
-        "implicit/ack",
-        rounds,
-        &mut ft_pair(ReleasePolicy::Ack),
-        &mut ft_pair(ReleasePolicy::Implicit),
-    );
+        TOTAL as u64,
+        congestion(),
+    )
+    .unwrap();
+    for (label, s) in lines {
+        println!("{label}; {s}");
+    }
 }
 
 criterion_group!(benches, bulk, connect_latency);

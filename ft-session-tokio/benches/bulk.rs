@@ -16,9 +16,11 @@
 //! `Connector` / `Listener::from_stream`, set up as `connect` / `Listener::bind`
 //! set them up.
 //!
-//! After criterion, the binary prints its own summary: `FT_BENCH_ROUNDS`
-//! (default 20) rounds alternating raw and ft (the order swaps every round),
-//! each timed with `Instant`, and "ratio ft/raw" from the medians.
+//! After criterion, the binary prints the summary every adapter's bench
+//! prints (`ft_session_bench::bulk_summary`): `FT_BENCH_ROUNDS` (default 20)
+//! rounds alternating raw and ft (the order swaps every round), each timed
+//! with `Instant`, "ratio ft/raw" from the medians, under Ack and Implicit
+//! (raw TCP pinned alike), and Implicit vs Ack.
 //! `FT_BENCH_SUMMARY=0` skips it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // criterion_group! generates an undocumented public function.
@@ -29,7 +31,6 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
 use ft_session_core::Config;
-use ft_session_testkit::compare_alternating;
 use ft_session_tokio::{Connector, Listener};
 use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -262,27 +263,28 @@ fn connect_latency(c: &mut Criterion) {
     g.finish();
 }
 
-/// `rounds` transfers on each connection, alternating which goes first (the
-/// testkit's shared comparison); prints median throughputs and their ratio.
+/// The alternating-rounds summary every adapter's bench prints (computed by
+/// `ft_session_bench::bulk_summary`): Ack vs raw TCP, Implicit vs raw TCP
+/// with the same pinned buffers, Implicit vs Ack.
 fn summary() {
     let rounds: usize = std::env::var("FT_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let rt = runtime();
-    let mut raw = raw_pair(&rt);
-    let mut ft = ft_pair(&rt);
-    let s = compare_alternating(
-        rounds,
-        TOTAL as u64,
-        || raw.transfer(&rt),
-        || ft.transfer(&rt),
-    );
     println!(
         "\n== summary (tokio multi-thread, congestion control {}) ==",
         congestion().as_deref().unwrap_or("system default")
     );
-    println!("ack (base raw_tcp, ft ft_ack): ratio ft/raw; {s}");
+    let lines = ft_session_bench::bulk_summary(
+        ft_session_bench::Runtime::Tokio,
+        rounds,
+        TOTAL as u64,
+        congestion(),
+    )
+    .unwrap();
+    for (label, s) in lines {
+        println!("{label}; {s}");
+    }
 }
 
 criterion_group!(benches, bulk, connect_latency);
