@@ -4,9 +4,9 @@
 //! `docs/cluster/haproxy.cfg.in`, the file docs/CLUSTER.md quotes. 25 client
 //! sessions echo data through it while `ss -K` kills every client↔HAProxy
 //! connection, round after round; the last round resumes through a second
-//! HAProxy, started after the sessions, that learnt them over `peers`. Checked: every resume
-//! completes on the node that holds its session and no node refuses one,
-//! every byte arrives (length and sha256, both ways). The control renders the
+//! HAProxy, started after the sessions, that learnt them over `peers`.
+//! Checked: every resume completes on the node that holds its session and no
+//! node refuses one, every byte arrives (length and sha256, both ways). The control renders the
 //! same configuration without its `stick` lines: resumes land on other nodes,
 //! which answer REJECT `UNKNOWN_SESSION`. Last, HAProxy is killed and
 //! replaced by one with an empty table: the same, and the survivors' ids are
