@@ -1,0 +1,148 @@
+//! `ft-session tunnel`: local TCP connections carried over fault-tolerant
+//! sessions.
+//!
+//! The client accepts local connections and opens one session per
+//! connection to the server; the server opens one TCP connection to its
+//! forward address per session. Both ends then pipe bytes both ways:
+//!
+//! - an end of stream (FIN) from a local peer becomes the session's
+//!   half-close, and the session's end of stream a FIN on the other side's
+//!   local connection, so half-close passes through both ways;
+//! - when the session is truly lost (expired, aborted, data lost...), the
+//!   local connection is **reset** (`SO_LINGER` 0, then closed), never
+//!   closed cleanly: a truncated stream must not look like a complete one;
+//! - when a local peer resets its connection, the session is aborted, so the
+//!   far side's local connection is reset too.
+//!
+//! The async runtimes (Tokio, smol) share [`pipe`]; the std adapter runs the
+//! same steps on threads ([`blocking`]).
+
+mod blocking;
+mod pipe;
+mod smol_glue;
+mod tokio_glue;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use socket2::Socket;
+
+use crate::options::{RuntimeKind, SessionOpts};
+use crate::stats::TunnelStats;
+
+/// Abort code sent when the local peer reset its connection.
+pub const ABORT_LOCAL_RESET: u16 = 0x1001;
+/// Abort code sent when the server cannot reach its forward address.
+pub const ABORT_FORWARD_UNREACHABLE: u16 = 0x1002;
+/// Bytes each direction copies at once.
+pub const COPY_BUFFER: usize = 64 * 1024;
+/// Pause after a failed accept (e.g. out of file descriptors), so a
+/// persistent error does not spin.
+pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// `ft-session tunnel ...`
+#[derive(Debug, Args)]
+pub struct TunnelArgs {
+    #[command(subcommand)]
+    role: Role,
+}
+
+/// The two ends of a tunnel.
+#[derive(Debug, Subcommand)]
+enum Role {
+    /// Accept sessions; connect each to the forward address.
+    Server(ServerArgs),
+    /// Accept local TCP connections; carry each over a session to the server.
+    Client(ClientArgs),
+}
+
+/// `tunnel server`
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to accept sessions on.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    /// TCP address every session is connected to.
+    #[arg(long, value_name = "ADDR")]
+    pub forward: String,
+    #[command(flatten)]
+    pub opts: SessionOpts,
+}
+
+/// `tunnel client`
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The tunnel server's address.
+    #[arg(long, value_name = "ADDR")]
+    pub server: String,
+    /// Local address to accept TCP connections on.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    #[command(flatten)]
+    pub opts: SessionOpts,
+}
+
+/// Runs a tunnel end until killed.
+pub fn run(args: TunnelArgs) -> Result<ExitCode, String> {
+    let opts = match &args.role {
+        Role::Server(a) => &a.opts,
+        Role::Client(a) => &a.opts,
+    };
+    let stats = TunnelStats::default();
+    if let Some(period) = opts.stats {
+        stats
+            .print_every(period)
+            .map_err(|e| format!("cannot start the stats thread: {e}"))?;
+    }
+    let result = match (opts.runtime, args.role) {
+        (RuntimeKind::Tokio, Role::Server(a)) => tokio_glue::server(a, stats),
+        (RuntimeKind::Tokio, Role::Client(a)) => tokio_glue::client(a, stats),
+        (RuntimeKind::Smol, Role::Server(a)) => smol_glue::server(a, stats),
+        (RuntimeKind::Smol, Role::Client(a)) => smol_glue::client(a, stats),
+        (RuntimeKind::Std, Role::Server(a)) => blocking::server(a, stats),
+        (RuntimeKind::Std, Role::Client(a)) => blocking::client(a, stats),
+    };
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Announces the bound address on stdout (scripts and tests read it; a port
+/// of 0 in `--listen` picks a free one).
+pub fn announce(role: &str, addr: SocketAddr, detail: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "listening {addr} ({role}, {detail})");
+    let _ = out.flush();
+}
+
+/// Arms a reset: the socket's last close sends an RST instead of a FIN.
+/// `handle` is a duplicate of the local connection's descriptor (socket
+/// options belong to the socket, not the descriptor); the caller then drops
+/// every handle without shutting anything down.
+pub fn arm_reset(handle: &Socket) {
+    // Failing here leaves a clean close; say so, it is the one thing the
+    // tunnel promises not to do.
+    if let Err(e) = handle.set_linger(Some(Duration::ZERO)) {
+        tracing::error!("cannot set SO_LINGER 0 on a local connection to reset it: {e}");
+    }
+}
+
+/// How a pipe between a local connection and a session ended.
+#[derive(Debug)]
+pub enum PipeEnd {
+    /// Both directions reached end of stream.
+    Done,
+    /// The session failed: the local connection must be reset.
+    SessionLost(std::io::Error),
+    /// The local connection failed: the session must be aborted.
+    LocalFailed(std::io::Error),
+}
+
+/// The host part of `host:port`, for TLS server names.
+pub fn host_of(addr: &str) -> &str {
+    match addr.rsplit_once(':') {
+        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+        None => addr,
+    }
+}

@@ -1,0 +1,162 @@
+//! The tunnel on smol (ft-session-smol, global executor): accept loops and
+//! dialing; the data path is [`super::pipe`].
+
+use std::sync::Arc;
+
+use ft_session_core::Config;
+use ft_session_smol::{Connector, Listener};
+use smol::net::{TcpListener, TcpStream};
+
+use super::pipe::{reset_handle, serve};
+use super::{
+    announce, arm_reset, host_of, ClientArgs, ServerArgs, ABORT_FORWARD_UNREACHABLE,
+    ACCEPT_RETRY_DELAY,
+};
+use crate::stats::TunnelStats;
+use crate::tls;
+
+/// `tunnel server --runtime smol`
+pub fn server(a: ServerArgs, stats: TunnelStats) -> Result<(), String> {
+    let config = a.opts.config()?;
+    smol::block_on(async move {
+        let (listener, addr) = if a.opts.tls.tls {
+            let acceptor = tls::server_config(&a.opts.tls, &a.listen)?;
+            let tcp = TcpListener::bind(&a.listen)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+            let addr = tcp.local_addr().map_err(|e| e.to_string())?;
+            (tls::smol_listener(tcp, acceptor, config.clone()), addr)
+        } else {
+            let listener = Listener::bind(a.listen.as_str(), config)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            (listener, addr)
+        };
+        announce(
+            "server",
+            addr,
+            &format!("forwarding to {}, smol", a.forward),
+        );
+        let forward: Arc<str> = a.forward.into();
+        loop {
+            match listener.accept().await {
+                Ok((session, peer)) => {
+                    tracing::debug!(?peer, "new session");
+                    let (forward, stats) = (forward.clone(), stats.clone());
+                    smol::spawn(async move { serve_server(session, &forward, &stats).await })
+                        .detach();
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    smol::Timer::after(ACCEPT_RETRY_DELAY).await;
+                }
+            }
+        }
+    })
+}
+
+async fn serve_server(session: ft_session_async::FtStream, forward: &str, stats: &TunnelStats) {
+    let tcp = match TcpStream::connect(forward).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!("cannot connect to {forward}: {e}; aborting the session");
+            session.abort(ABORT_FORWARD_UNREACHABLE);
+            return;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let reset = match reset_handle(&tcp) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("cannot duplicate the forward connection's descriptor: {e}");
+            session.abort(ABORT_FORWARD_UNREACHABLE);
+            return;
+        }
+    };
+    // smol's streams are shared handles: one reads while the other writes,
+    // and dropping them closes without a shutdown.
+    serve(session, tcp.clone(), tcp, reset, stats, "server").await;
+}
+
+enum Dial {
+    Tcp { server: String, config: Config },
+    Tls(Connector),
+}
+
+impl Dial {
+    async fn connect(&self) -> std::io::Result<ft_session_async::FtStream> {
+        match self {
+            Dial::Tcp { server, config } => {
+                ft_session_smol::connect(server.as_str(), config.clone()).await
+            }
+            Dial::Tls(c) => c.connect().await,
+        }
+    }
+}
+
+/// `tunnel client --runtime smol`
+pub fn client(a: ClientArgs, stats: TunnelStats) -> Result<(), String> {
+    let config = a.opts.config()?;
+    smol::block_on(async move {
+        let dial = if a.opts.tls.tls {
+            let name = a
+                .opts
+                .tls
+                .server_name
+                .clone()
+                .unwrap_or_else(|| host_of(&a.server).to_owned());
+            let tls_config = tls::client_config(&a.opts.tls)?;
+            Dial::Tls(tls::smol_connector(
+                tls_config,
+                a.server.clone(),
+                &name,
+                config,
+            )?)
+        } else {
+            Dial::Tcp {
+                server: a.server.clone(),
+                config,
+            }
+        };
+        let dial = Arc::new(dial);
+        let tcp = TcpListener::bind(a.listen.as_str())
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+        let addr = tcp.local_addr().map_err(|e| e.to_string())?;
+        announce("client", addr, &format!("to server {}, smol", a.server));
+        loop {
+            match tcp.accept().await {
+                Ok((local, peer)) => {
+                    tracing::debug!(%peer, "new local connection");
+                    let (dial, stats) = (dial.clone(), stats.clone());
+                    smol::spawn(async move { serve_client(local, &dial, &stats).await }).detach();
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    smol::Timer::after(ACCEPT_RETRY_DELAY).await;
+                }
+            }
+        }
+    })
+}
+
+async fn serve_client(local: TcpStream, dial: &Dial, stats: &TunnelStats) {
+    let _ = local.set_nodelay(true);
+    let reset = match reset_handle(&local) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("cannot duplicate the local connection's descriptor: {e}");
+            return;
+        }
+    };
+    let session = match dial.connect().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot open a session: {e}; resetting the local connection");
+            arm_reset(&reset);
+            return;
+        }
+    };
+    serve(session, local.clone(), local, reset, stats, "client").await;
+}

@@ -1,0 +1,174 @@
+//! The tunnel on Tokio (ft-session-tokio): accept loops and dialing; the
+//! data path is [`super::pipe`].
+
+use std::sync::Arc;
+
+use ft_session_core::Config;
+use ft_session_tokio::{Compat, Connector, Listener};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::pipe::{reset_handle, serve};
+use super::{
+    announce, arm_reset, host_of, ClientArgs, ServerArgs, ABORT_FORWARD_UNREACHABLE,
+    ACCEPT_RETRY_DELAY,
+};
+use crate::stats::TunnelStats;
+use crate::tls;
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the Tokio runtime: {e}"))
+}
+
+/// `tunnel server --runtime tokio`
+pub fn server(a: ServerArgs, stats: TunnelStats) -> Result<(), String> {
+    let config = a.opts.config()?;
+    runtime()?.block_on(async move {
+        let (listener, addr) = if a.opts.tls.tls {
+            let acceptor = tls::server_config(&a.opts.tls, &a.listen)?;
+            let tcp = TcpListener::bind(&a.listen)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+            let addr = tcp.local_addr().map_err(|e| e.to_string())?;
+            let listener = tls::tokio_listener(tcp, acceptor, config.clone());
+            (listener, addr)
+        } else {
+            let listener = Listener::bind(&a.listen, config)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            (listener, addr)
+        };
+        announce(
+            "server",
+            addr,
+            &format!("forwarding to {}, tokio", a.forward),
+        );
+        let forward: Arc<str> = a.forward.into();
+        loop {
+            match listener.accept().await {
+                Ok((session, peer)) => {
+                    tracing::debug!(?peer, "new session");
+                    let (forward, stats) = (forward.clone(), stats.clone());
+                    tokio::spawn(async move {
+                        serve_server(session.into_inner(), &forward, &stats).await;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
+                }
+            }
+        }
+    })
+}
+
+async fn serve_server(session: ft_session_async::FtStream, forward: &str, stats: &TunnelStats) {
+    let mut tcp = match TcpStream::connect(forward).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!("cannot connect to {forward}: {e}; aborting the session");
+            session.abort(ABORT_FORWARD_UNREACHABLE);
+            return;
+        }
+    };
+    // Interactive protocols (SSH) must not wait for Nagle.
+    let _ = tcp.set_nodelay(true);
+    let reset = match reset_handle(&tcp) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("cannot duplicate the forward connection's descriptor: {e}");
+            session.abort(ABORT_FORWARD_UNREACHABLE);
+            return;
+        }
+    };
+    let (r, w) = tcp.split();
+    serve(session, Compat(r), Compat(w), reset, stats, "server").await;
+}
+
+/// How the client opens sessions.
+enum Dial {
+    Tcp { server: String, config: Config },
+    Tls(Connector),
+}
+
+impl Dial {
+    async fn connect(&self) -> std::io::Result<ft_session_async::FtStream> {
+        match self {
+            Dial::Tcp { server, config } => {
+                ft_session_tokio::connect(server.as_str(), config.clone()).await
+            }
+            Dial::Tls(c) => c.connect().await,
+        }
+        .map(ft_session_tokio::FtStream::into_inner)
+    }
+}
+
+/// `tunnel client --runtime tokio`
+pub fn client(a: ClientArgs, stats: TunnelStats) -> Result<(), String> {
+    let config = a.opts.config()?;
+    runtime()?.block_on(async move {
+        let dial = if a.opts.tls.tls {
+            let name = a
+                .opts
+                .tls
+                .server_name
+                .clone()
+                .unwrap_or_else(|| host_of(&a.server).to_owned());
+            let tls_config = tls::client_config(&a.opts.tls)?;
+            Dial::Tls(tls::tokio_connector(
+                tls_config,
+                a.server.clone(),
+                &name,
+                config,
+            )?)
+        } else {
+            Dial::Tcp {
+                server: a.server.clone(),
+                config,
+            }
+        };
+        let dial = Arc::new(dial);
+        let tcp = TcpListener::bind(&a.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+        let addr = tcp.local_addr().map_err(|e| e.to_string())?;
+        announce("client", addr, &format!("to server {}, tokio", a.server));
+        loop {
+            match tcp.accept().await {
+                Ok((local, peer)) => {
+                    tracing::debug!(%peer, "new local connection");
+                    let (dial, stats) = (dial.clone(), stats.clone());
+                    tokio::spawn(async move { serve_client(local, &dial, &stats).await });
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
+                }
+            }
+        }
+    })
+}
+
+async fn serve_client(mut local: TcpStream, dial: &Dial, stats: &TunnelStats) {
+    let _ = local.set_nodelay(true);
+    let reset = match reset_handle(&local) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("cannot duplicate the local connection's descriptor: {e}");
+            return;
+        }
+    };
+    let session = match dial.connect().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot open a session: {e}; resetting the local connection");
+            arm_reset(&reset);
+            return;
+        }
+    };
+    let (r, w) = local.split();
+    serve(session, Compat(r), Compat(w), reset, stats, "client").await;
+}

@@ -1,0 +1,86 @@
+//! The tunnel over TLS (a generated self-signed pair) on each runtime,
+//! through the fault proxy: every reconnect makes a new TLS handshake and
+//! the echo comes back whole.
+
+mod common;
+
+use common::*;
+use ft_session_testkit::{FaultPlan, FaultProxy};
+
+const SIZE: u64 = 4 << 20;
+const KILLS: u64 = 4;
+
+fn tls_through_kills(rt: &str, seed: u64) {
+    let dir = std::env::temp_dir().join(format!("ft-session-cli-tls-{}-{rt}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cert = dir.join("cert.pem");
+    let cert_s = cert.to_str().expect("utf-8 path").to_owned();
+    let echo = echo_service();
+    let mut server_args = FAST.to_vec();
+    server_args.extend(["--tls", "--self-signed-cert", &cert_s]);
+    let server = tunnel_server(rt, echo, &server_args);
+    let plan = FaultPlan::random_kills(seed, 256 << 10, 768 << 10).max_kills(KILLS);
+    let proxy = FaultProxy::start(server.addr, plan).expect("proxy");
+    let mut client_args = FAST.to_vec();
+    client_args.extend(["--tls", "--ca", &cert_s, "--server-name", "localhost"]);
+    let client = tunnel_client(rt, proxy.local_addr(), &client_args);
+
+    let e = echo_transfer(client.addr, SIZE, seed, 0, |_| {}).expect("echo transfer");
+    assert_intact(&e, SIZE);
+    assert_eq!(proxy.kills(), KILLS);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A client that expects another name fails its handshakes: the local
+/// connection is reset rather than carried in the clear.
+fn tls_wrong_name_refused(rt: &str) {
+    let dir = std::env::temp_dir().join(format!(
+        "ft-session-cli-tls-bad-{}-{rt}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cert = dir.join("cert.pem");
+    let cert_s = cert.to_str().expect("utf-8 path").to_owned();
+    let echo = echo_service();
+    let server = tunnel_server(rt, echo, &["--tls", "--self-signed-cert", &cert_s]);
+    let client = tunnel_client(
+        rt,
+        server.addr,
+        &[
+            "--tls",
+            "--ca",
+            &cert_s,
+            "--server-name",
+            "not-the-server.example",
+            "--connect-timeout",
+            "1",
+        ],
+    );
+    let r = echo_transfer(client.addr, 1024, 1, 0, |_| {});
+    assert!(
+        r.is_err(),
+        "a transfer to a server with the wrong name succeeded: {r:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+macro_rules! per_runtime {
+    ($($module:ident = $rt:literal, $seed:expr;)*) => {$(
+        mod $module {
+            #[test]
+            fn tls_through_kills() {
+                super::tls_through_kills($rt, $seed);
+            }
+            #[test]
+            fn tls_wrong_name_refused() {
+                super::tls_wrong_name_refused($rt);
+            }
+        }
+    )*};
+}
+
+per_runtime! {
+    on_tokio = "tokio", 21;
+    on_smol = "smol", 22;
+    on_std = "std", 23;
+}
