@@ -485,11 +485,11 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
             "plain TCP, same faults".into(),
             match (&tcp.error, tcp.complete) {
                 (Some(e), _) => format!(
-                    "FAILED after {} / {} of {} each way: {e} ({} kill)",
+                    "FAILED at kill {}: {e}; arrived client -> server {}, server -> client {} of {}",
+                    tcp.kills,
                     mib(tcp.received[0]),
                     mib(tcp.received[1]),
-                    mib(size),
-                    tcp.kills
+                    mib(size)
                 ),
                 (None, true) => format!("completed ({} kills happened)", tcp.kills),
                 (None, false) => format!(
