@@ -66,6 +66,7 @@
 #![forbid(unsafe_code)]
 
 mod hash;
+pub mod hostile;
 mod proxy;
 mod ratio;
 mod rng;
