@@ -328,7 +328,10 @@ fn incomplete_handshake(c: &Ctx) -> Result<String, String> {
     peer.send(&wire::hello(Params::acks(1 << 20))[..10])
         .map_err(|e| e.to_string())?;
     let r = expect_silent_close(&mut peer, c.config)?;
-    Ok(format!("{r} (handshake_timeout {:?})", c.config.handshake_timeout))
+    Ok(format!(
+        "{r} (handshake_timeout {:?})",
+        c.config.handshake_timeout
+    ))
 }
 
 fn slowloris_config(c: &mut Config) {
@@ -341,7 +344,10 @@ fn slowloris(c: &Ctx) -> Result<String, String> {
     let start = Instant::now();
     for (i, b) in hello.iter().enumerate() {
         if peer.send(std::slice::from_ref(b)).is_err() {
-            return Ok(format!("reset while sending byte {i} after {:?}", start.elapsed()));
+            return Ok(format!(
+                "reset while sending byte {i} after {:?}",
+                start.elapsed()
+            ));
         }
         let o = peer.observe_end(Duration::from_secs(1));
         if o.bytes > 0 {
@@ -414,7 +420,10 @@ fn silent_connections(c: &Ctx) -> Result<String, String> {
         at_peak.refused_handshakes
     );
     if !open.is_empty() || answered > 0 {
-        return Err(format!("{} still open, {answered} answered: {s}", open.len()));
+        return Err(format!(
+            "{} still open, {answered} answered: {s}",
+            open.len()
+        ));
     }
     Ok(s)
 }
@@ -455,7 +464,10 @@ fn fresh_sessions_dropped(c: &Ctx) -> Result<String, String> {
     super::target::wait_for(Duration::from_secs(20), || c.counts().set.attached == 0);
     c.sample();
     let n = c.counts().set;
-    Ok(format!("{s}; then parked {}, evicted {}", n.parked, n.evicted))
+    Ok(format!(
+        "{s}; then parked {}, evicted {}",
+        n.parked, n.evicted
+    ))
 }
 
 fn fresh_sessions_idle(c: &Ctx) -> Result<String, String> {
@@ -578,7 +590,8 @@ fn count_beyond_sent(c: &Ctx) -> Result<String, String> {
         params: Params::acks(1 << 20),
     };
     let mut peer = RawPeer::connect(c.addr).map_err(|e| e.to_string())?;
-    peer.send(&resume.encode(&secret)).map_err(|e| e.to_string())?;
+    peer.send(&resume.encode(&secret))
+        .map_err(|e| e.to_string())?;
     let (_, s) = expect_reject(&mut peer, code::PROTOCOL_VIOLATION, c.config)?;
     let o = first.observe_end(Duration::from_secs(5));
     Ok(format!("{s}; the first transport then {:?}", o.end))
@@ -630,14 +643,19 @@ fn resume_wrong_proof(c: &Ctx) -> Result<String, String> {
     }
     // The attached victim is undisturbed: it is served.
     if victim.closed_by_server() {
-        return Err(format!("{n} REJECT UNKNOWN_SESSION, but the attached session was closed"));
+        return Err(format!(
+            "{n} REJECT UNKNOWN_SESSION, but the attached session was closed"
+        ));
     }
     let mut req = wire::data(0, &request(2, 8, 1000));
     req.extend(wire::fin(8, false));
     victim.send(&req).map_err(|e| e.to_string())?;
     let (r, _) = victim.read_frames(Duration::from_secs(5), |r| r.payload >= 1040);
     if r.payload < 1040 {
-        return Err(format!("the attached session got {} of 1040 bytes", r.payload));
+        return Err(format!(
+            "the attached session got {} of 1040 bytes",
+            r.payload
+        ));
     }
     Ok(format!(
         "{n} REJECT UNKNOWN_SESSION (attempts up to u64::MAX); the attached session still served"
@@ -699,7 +717,9 @@ fn expire_a_session(c: &Ctx) -> Result<String, String> {
         let n = c.counts().set;
         n.attached + n.parked
     };
-    if !super::target::wait_for(Duration::from_secs(5), || live() == 1 && c.counts().set.parked == 1) {
+    if !super::target::wait_for(Duration::from_secs(5), || {
+        live() == 1 && c.counts().set.parked == 1
+    }) {
         return Err("the dropped session never parked".into());
     }
     // Only this session lives: wait until the server ended it.
@@ -707,7 +727,10 @@ fn expire_a_session(c: &Ctx) -> Result<String, String> {
         return Err("the parked session never expired".into());
     }
     c.stash.borrow_mut().push((id, secret));
-    c.note(format!("a dropped session expired after {:?}", start.elapsed()));
+    c.note(format!(
+        "a dropped session expired after {:?}",
+        start.elapsed()
+    ));
     Ok(String::new())
 }
 
@@ -721,7 +744,8 @@ fn resume_expired(c: &Ctx) -> Result<String, String> {
         params: Params::acks(1 << 20),
     };
     let mut peer = RawPeer::connect(c.addr).map_err(|e| e.to_string())?;
-    peer.send(&resume.encode(&secret)).map_err(|e| e.to_string())?;
+    peer.send(&resume.encode(&secret))
+        .map_err(|e| e.to_string())?;
     match expect_reject(&mut peer, code::EXPIRED, c.config) {
         Ok((_, s)) => Ok(s),
         Err(e) if e.contains("code: 1,") => Ok(format!("UNKNOWN_SESSION: {e}")),

@@ -39,8 +39,8 @@ use ft_session_core::Config;
 pub use cases::{Case, Ctx, CASES};
 pub use raw::{End, Observed, RawPeer};
 pub use target::{
-    check_reply, legit_exchange, request, rss_bytes, wait_for, Counts, LegitStream, Parked,
-    Reply, Service, ServiceLog, Target, CHUNK, SUMMARY_LEN,
+    check_reply, legit_exchange, request, rss_bytes, wait_for, Counts, LegitStream, Parked, Reply,
+    Service, ServiceLog, Target, CHUNK, SUMMARY_LEN,
 };
 
 /// Connections of the volume cases when `FT_HOSTILE_CONNECTIONS` is unset.
@@ -149,7 +149,9 @@ pub fn run<T: Target + 'static>(name: &'static str) {
         Err(mpsc::RecvTimeoutError::Timeout) => {
             panic!("{} {name}: not finished within {CASE_LIMIT:?}", T::NAME)
         }
-        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{} {name}: the case panicked", T::NAME),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("{} {name}: the case panicked", T::NAME)
+        }
     };
     let mut failed = false;
     for (ok, line) in &lines {
@@ -160,7 +162,11 @@ pub fn run<T: Target + 'static>(name: &'static str) {
             if *ok { "ok  " } else { "FAIL" }
         );
     }
-    assert!(!failed, "{} {name}: a check failed (see the lines above)", T::NAME);
+    assert!(
+        !failed,
+        "{} {name}: a check failed (see the lines above)",
+        T::NAME
+    );
 }
 
 type Lines = Vec<(bool, String)>;
@@ -178,7 +184,10 @@ fn run_case<T: Target>(case: &'static Case) -> Lines {
         if volume < self::volume() {
             line(
                 true,
-                format!("volume {volume}: open-file limit too low for {}", self::volume()),
+                format!(
+                    "volume {volume}: open-file limit too low for {}",
+                    self::volume()
+                ),
             );
         }
     }
@@ -283,7 +292,9 @@ fn run_case<T: Target>(case: &'static Case) -> Lines {
         resumed.is_ok(),
         format!(
             "parked legitimate session: {}",
-            resumed.err().unwrap_or_else(|| "resumed, exact bytes both ways".into())
+            resumed
+                .err()
+                .unwrap_or_else(|| "resumed, exact bytes both ways".into())
         ),
     );
     let fresh = legit_exchange(&t, &config, 2, 250_000, 250_000);
@@ -291,7 +302,9 @@ fn run_case<T: Target>(case: &'static Case) -> Lines {
         fresh.is_ok(),
         format!(
             "new legitimate session: {}",
-            fresh.err().unwrap_or_else(|| "exact bytes both ways".into())
+            fresh
+                .err()
+                .unwrap_or_else(|| "exact bytes both ways".into())
         ),
     );
     drop(t);

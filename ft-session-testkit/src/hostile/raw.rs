@@ -69,7 +69,12 @@ impl RawPeer {
     /// `Err(TimedOut)` when nothing came.
     fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.stream.read(buf) {
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 Err(io::Error::new(io::ErrorKind::TimedOut, "nothing yet"))
             }
             r => r,

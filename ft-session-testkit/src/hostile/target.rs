@@ -218,7 +218,9 @@ pub fn check_reply(s: &mut dyn LegitStream, request: &[u8]) -> Result<(), String
     let mut got = Sha256Tracker::new();
     let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = s.read(&mut buf).map_err(|e| format!("reading the reply: {e}"))?;
+        let n = s
+            .read(&mut buf)
+            .map_err(|e| format!("reading the reply: {e}"))?;
         if n == 0 {
             break;
         }

@@ -182,12 +182,7 @@ impl Resume {
 
 /// The server's proof in a RESUME_OK for a RESUME of `attempt` (2.3).
 pub fn accept_proof(secret: &[u8; 32], id: &[u8; 16], attempt: u64, received: u64) -> [u8; 32] {
-    proof(
-        secret,
-        b"ft-session v1 accept",
-        id,
-        [attempt, received, 0],
-    )
+    proof(secret, b"ft-session v1 accept", id, [attempt, received, 0])
 }
 
 /// A server's answer to a client's first message.
@@ -354,7 +349,9 @@ impl FrameReader {
     pub fn push(&mut self, mut data: &[u8]) {
         while !data.is_empty() && self.garbled.is_none() {
             if self.payload_left > 0 {
-                let n = data.len().min(usize::try_from(self.payload_left).unwrap_or(usize::MAX));
+                let n = data
+                    .len()
+                    .min(usize::try_from(self.payload_left).unwrap_or(usize::MAX));
                 self.payload += n as u64;
                 self.payload_left -= n as u64;
                 data = &data[n..];
@@ -385,7 +382,9 @@ impl FrameReader {
                     true,
                 ),
                 0x05 => (Some(Frame::Close), true),
-                0x06 if b.len() == 3 => (Some(Frame::Abort(u16::from_be_bytes([b[1], b[2]]))), true),
+                0x06 if b.len() == 3 => {
+                    (Some(Frame::Abort(u16::from_be_bytes([b[1], b[2]]))), true)
+                }
                 0x01 | 0x02 | 0x04 | 0x06 => (None, false),
                 t => {
                     self.garbled = Some(t);
