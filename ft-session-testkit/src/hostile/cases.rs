@@ -419,6 +419,13 @@ fn silent_connections(c: &Ctx) -> Result<String, String> {
         at_peak.pending_handshakes,
         at_peak.refused_handshakes
     );
+    let over_limit = c.volume > c.config.max_pending_handshakes;
+    if over_limit && c.counts().refused_handshakes == Some(0) {
+        return Err(format!(
+            "none refused beyond max_pending_handshakes {}: {s}",
+            c.config.max_pending_handshakes
+        ));
+    }
     if !open.is_empty() || answered > 0 {
         return Err(format!(
             "{} still open, {answered} answered: {s}",

@@ -252,7 +252,9 @@ fn run_case<T: Target>(case: &'static Case) -> Lines {
     let s = n.set;
     let within = s.parked <= config.max_parked
         && s.parked_bytes <= config.parked_bytes_budget
-        && s.attached + s.parked <= config.max_sessions;
+        && s.attached + s.parked <= config.max_sessions
+        && n.pending_handshakes
+            .map_or(true, |p| p <= config.max_pending_handshakes);
     line(
         within,
         format!(
