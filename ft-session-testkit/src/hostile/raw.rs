@@ -36,6 +36,8 @@ pub struct RawPeer {
     stream: TcpStream,
     inbox: Vec<u8>,
     drained: u64,
+    /// Send a HEARTBEAT this often while reading frames.
+    keep_alive: Option<(Duration, Instant)>,
 }
 
 /// A read that gives up after a short while, so deadlines are checked.
@@ -52,7 +54,15 @@ impl RawPeer {
             stream,
             inbox: Vec::new(),
             drained: 0,
+            keep_alive: None,
         })
+    }
+
+    /// While [`read_frames`](Self::read_frames) runs, sends a HEARTBEAT
+    /// every `every`, as a live client does (the server drops a transport
+    /// silent for `idle_timeout`).
+    pub fn keep_alive(&mut self, every: Duration) {
+        self.keep_alive = Some((every, Instant::now()));
     }
 
     /// The socket.
@@ -154,6 +164,12 @@ impl RawPeer {
             }
             if start.elapsed() >= limit {
                 break End::Open;
+            }
+            if let Some((every, last)) = self.keep_alive {
+                if last.elapsed() >= every {
+                    let _ = self.stream.write_all(&wire::heartbeat());
+                    self.keep_alive = Some((every, Instant::now()));
+                }
             }
             match self.read_some(&mut buf) {
                 Ok(0) => break End::Eof,
