@@ -6,6 +6,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use socket2::Socket;
+
 /// What one session reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -15,10 +17,12 @@ pub struct Counters {
     pub retransmitted: u64,
 }
 
-/// A live session the stats can read.
+/// A live session the stats can read (and a shutdown can abort).
 pub trait Probe: Send + Sync {
     /// Its counters now.
     fn counters(&self) -> Counters;
+    /// Aborts it, telling the peer `code`.
+    fn abort(&self, code: u16);
 }
 
 impl Probe for ft_session_async::FtStream {
@@ -28,6 +32,10 @@ impl Probe for ft_session_async::FtStream {
             reconnects: s.reconnects,
             retransmitted: s.retransmitted_bytes,
         }
+    }
+
+    fn abort(&self, code: u16) {
+        ft_session_async::FtStream::abort(self, code)
     }
 }
 
@@ -39,12 +47,22 @@ impl Probe for ft_session_std::FtStream {
             retransmitted: s.retransmitted_bytes,
         }
     }
+
+    fn abort(&self, code: u16) {
+        ft_session_std::FtStream::abort(self, code)
+    }
+}
+
+/// A live session and its local connection (a duplicate descriptor, to reset it).
+struct Live {
+    probe: Arc<dyn Probe>,
+    local: Arc<Socket>,
 }
 
 #[derive(Default)]
 struct Inner {
     next_id: u64,
-    live: HashMap<u64, Arc<dyn Probe>>,
+    live: HashMap<u64, Live>,
     total: u64,
     lost: u64,
     finished: Counters,
@@ -100,8 +118,8 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut g = self.stats.lock();
-        if let Some(p) = g.live.remove(&self.id) {
-            let c = p.counters();
+        if let Some(l) = g.live.remove(&self.id) {
+            let c = l.probe.counters();
             g.finished.reconnects += c.reconnects;
             g.finished.retransmitted += c.retransmitted;
         }
@@ -116,13 +134,14 @@ impl TunnelStats {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Counts a new session until the returned registration is dropped.
-    pub fn register(&self, probe: Arc<dyn Probe>) -> Registration {
+    /// Counts a new session until the returned registration is dropped;
+    /// `local` is its local connection, reset by [`TunnelStats::reset_all`].
+    pub fn register(&self, probe: Arc<dyn Probe>, local: Arc<Socket>) -> Registration {
         let mut g = self.lock();
         let id = g.next_id;
         g.next_id += 1;
         g.total += 1;
-        g.live.insert(id, probe);
+        g.live.insert(id, Live { probe, local });
         Registration {
             stats: self.clone(),
             id,
@@ -134,8 +153,8 @@ impl TunnelStats {
     pub fn snapshot(&self) -> Snapshot {
         let g = self.lock();
         let mut counters = g.finished;
-        for p in g.live.values() {
-            let c = p.counters();
+        for l in g.live.values() {
+            let c = l.probe.counters();
             counters.reconnects += c.reconnects;
             counters.retransmitted += c.retransmitted;
         }
@@ -145,6 +164,19 @@ impl TunnelStats {
             lost: g.lost,
             counters,
         }
+    }
+
+    /// The process is stopping: resets every local connection (so none
+    /// looks complete when the process exits) and aborts every session (so
+    /// the far side resets its own at once instead of waiting out the
+    /// reconnect time). Returns how many sessions were live.
+    pub fn reset_all(&self, code: u16) -> usize {
+        let g = self.lock();
+        for l in g.live.values() {
+            crate::tunnel::arm_reset(&l.local);
+            l.probe.abort(code);
+        }
+        g.live.len()
     }
 
     /// Prints a snapshot to stdout every `period`, from a thread of its own

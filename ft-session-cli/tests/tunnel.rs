@@ -219,6 +219,35 @@ fn expiry_resets_forward(rt: &str) {
     drop(c);
 }
 
+/// SIGTERM to the tunnel client: its local connection is reset, and the
+/// aborted session makes the server reset its forward connection at once
+/// (long before the default 30 s reconnect time).
+fn stop_resets_both_sides(rt: &str) {
+    let service = TcpListener::bind("127.0.0.1:0").expect("bind service");
+    let server = tunnel_server(rt, service.local_addr().expect("addr"), &[]);
+    let mut client = tunnel_client(rt, server.addr, &[]);
+    let mut c = TcpStream::connect(client.addr).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    c.write_all(b"x").expect("write");
+    let (mut s, _) = service.accept().expect("accept");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut one = [0u8; 1];
+    s.read_exact(&mut one).expect("first byte");
+    let status = client.terminate();
+    assert!(
+        !status.success(),
+        "a stopped tunnel end exits with a failure status"
+    );
+    for (side, r) in [("local", c.read(&mut one)), ("forward", s.read(&mut one))] {
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            other => panic!("{side} connection: expected ECONNRESET after SIGTERM, got {other:?}"),
+        }
+    }
+}
+
 macro_rules! per_runtime {
     ($($module:ident = $rt:literal, $seed:expr;)*) => {$(
         mod $module {
@@ -242,6 +271,10 @@ macro_rules! per_runtime {
             #[test]
             fn expiry_resets_local() {
                 super::expiry_resets_local($rt);
+            }
+            #[test]
+            fn stop_resets_both_sides() {
+                super::stop_resets_both_sides($rt);
             }
             #[test]
             fn expiry_resets_forward() {

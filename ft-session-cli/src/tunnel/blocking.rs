@@ -151,7 +151,16 @@ fn arm_reset_std(local: &TcpStream) {
 fn serve(session: FtStream, local: TcpStream, stats: &TunnelStats, label: &str) {
     let _ = local.set_nodelay(true);
     let session = Arc::new(session);
-    let mut reg = stats.register(session.clone());
+    let dup = match SockRef::from(&local).try_clone() {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            tracing::warn!("cannot duplicate the local connection's descriptor: {e}");
+            session.abort(ABORT_LOCAL_RESET);
+            arm_reset_std(&local);
+            return;
+        }
+    };
+    let mut reg = stats.register(session.clone(), dup);
     let id = session
         .session_id()
         .map(|id| id.to_string())

@@ -36,6 +36,11 @@ use crate::stats::TunnelStats;
 pub const ABORT_LOCAL_RESET: u16 = 0x1001;
 /// Abort code sent when the server cannot reach its forward address.
 pub const ABORT_FORWARD_UNREACHABLE: u16 = 0x1002;
+/// Abort code sent when the tunnel end is stopped (SIGINT, SIGTERM).
+pub const ABORT_SHUTDOWN: u16 = 0x1003;
+/// After a stop signal, how long the aborts get to reach the peers before
+/// the process exits.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
 /// Bytes each direction copies at once.
 pub const COPY_BUFFER: usize = 64 * 1024;
 /// Pause after a failed accept (e.g. out of file descriptors), so a
@@ -91,6 +96,18 @@ pub fn run(args: TunnelArgs) -> Result<ExitCode, String> {
         Role::Client(a) => &a.opts,
     };
     let stats = TunnelStats::default();
+    {
+        // Exiting would close the local connections cleanly (FIN): reset them
+        // first, and abort the sessions so the far side resets its own.
+        let stats = stats.clone();
+        ctrlc::set_handler(move || {
+            let n = stats.reset_all(ABORT_SHUTDOWN);
+            tracing::warn!("stopping: {n} sessions aborted, their local connections reset");
+            std::thread::sleep(SHUTDOWN_GRACE);
+            std::process::exit(130);
+        })
+        .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    }
     if let Some(period) = opts.stats {
         stats
             .print_every(period)

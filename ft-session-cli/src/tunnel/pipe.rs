@@ -29,7 +29,8 @@ pub async fn serve<R, W>(
     W: AsyncWrite + Unpin,
 {
     let session = Arc::new(session);
-    let mut reg = stats.register(session.clone());
+    let reset = Arc::new(reset);
+    let mut reg = stats.register(session.clone(), reset.clone());
     let id = session
         .session_id()
         .map(|id| id.to_string())

@@ -89,6 +89,17 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        self.child.wait().expect("wait for the child")
+    }
+
     /// The last stats line printed so far, if any.
     pub fn last_stats(&self) -> Option<String> {
         self.stdout
