@@ -2,14 +2,35 @@
 //! the proxy killed the transport many times, and plain TCP through the
 //! same faults failed.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+/// The small demo takes a few seconds; this bounds a hang.
+const DEMO_LIMIT: Duration = Duration::from_secs(120);
 
 #[test]
 fn demo_small_size_succeeds_and_tcp_fails() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ft-session"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ft-session"))
         .args(["demo", "--size", "8M"])
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run the demo");
+    // A watchdog: a demo that hangs is killed, and the test then fails.
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel::<()>();
+    let watchdog = thread::spawn(move || {
+        if rx.recv_timeout(DEMO_LIMIT).is_err() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    });
+    let out = child.wait_with_output().expect("wait for the demo");
+    let _ = tx.send(());
+    watchdog.join().expect("watchdog");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -13,6 +13,8 @@ use ft_session_testkit::{pattern_at, Sha256Tracker};
 
 /// Every blocking socket operation in a test gives up after this long.
 pub const IO_LIMIT: Duration = Duration::from_secs(30);
+/// A tunnel end must announce its address within this time.
+pub const ANNOUNCE_LIMIT: Duration = Duration::from_secs(30);
 /// Options that make tunnels notice dead transports quickly.
 pub const FAST: &[&str] = &["--heartbeat", "0.1", "--idle-timeout", "1"];
 
@@ -52,8 +54,25 @@ impl Proc {
             }
         });
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut first = String::new();
-        out.read_line(&mut first).expect("read the announce line");
+        // Read on a thread so a child that never announces fails the test
+        // instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut first = String::new();
+            let r = out.read_line(&mut first).map(|_| first);
+            let _ = tx.send((r, out));
+        });
+        let (first, out) = match rx.recv_timeout(ANNOUNCE_LIMIT) {
+            Ok((Ok(first), out)) => (first, out),
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "ft-session {args:?} did not announce in time: {:?}",
+                    other.map(|(r, _)| r)
+                );
+            }
+        };
         let addr = first
             .strip_prefix("listening ")
             .and_then(|r| r.split_whitespace().next())
