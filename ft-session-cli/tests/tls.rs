@@ -64,6 +64,47 @@ fn tls_wrong_name_refused(rt: &str) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--cert`/`--key` files (a CA-less pair made here, for `localhost`).
+#[test]
+fn tls_with_cert_and_key_files() {
+    let dir = std::env::temp_dir().join(format!("ft-session-cli-tls-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("rcgen");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, pair.cert.pem()).expect("write cert");
+    std::fs::write(&key, pair.key_pair.serialize_pem()).expect("write key");
+    let (cert_s, key_s) = (
+        cert.to_str().expect("utf-8 path").to_owned(),
+        key.to_str().expect("utf-8 path").to_owned(),
+    );
+    let echo = echo_service();
+    let server = tunnel_server(
+        "tokio",
+        echo,
+        &["--tls", "--cert", &cert_s, "--key", &key_s],
+    );
+    let client = tunnel_client(
+        "tokio",
+        server.addr,
+        &["--tls", "--ca", &cert_s, "--connect-timeout", "1"],
+    );
+    // The client checks the name `127.0.0.1` (its --server host) by default;
+    // this certificate only carries `localhost`, so name it.
+    let named = tunnel_client(
+        "tokio",
+        server.addr,
+        &["--tls", "--ca", &cert_s, "--server-name", "localhost"],
+    );
+    let e = echo_transfer(named.addr, 1 << 20, 5, 0, |_| {}).expect("echo transfer");
+    assert_intact(&e, 1 << 20);
+    let wrong = echo_transfer(client.addr, 1024, 6, 0, |_| {});
+    assert!(
+        wrong.is_err(),
+        "a certificate without the name 127.0.0.1 was accepted: {wrong:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 macro_rules! per_runtime {
     ($($module:ident = $rt:literal, $seed:expr;)*) => {$(
         mod $module {
