@@ -157,6 +157,11 @@ pub(crate) trait Net {
     type Conn: Send;
     /// `std`, `tokio`, `smol`.
     fn name(&self) -> &'static str;
+    /// The most concurrent connections (each side) this runtime can be
+    /// asked for, and why not more.
+    fn max_conns(&self) -> (usize, &'static str) {
+        (usize::MAX, "")
+    }
     /// Starts a server of `kind` on 127.0.0.1 running `svc` per connection.
     fn serve(&self, kind: &Kind, o: &SockOpts, svc: Service) -> io::Result<Server>;
     /// `n` client connections of `kind` to `addr`, one after the other.
@@ -382,6 +387,11 @@ fn latency<N: Net>(net: &N, ctx: &Ctx, sink: &mut Sink) -> io::Result<()> {
             );
             continue;
         }
+        if clients > net.max_conns().0 {
+            let why = net.max_conns().1;
+            sink.skip("latency", net.name(), format!("{clients} clients: {why}"));
+            continue;
+        }
         let mut raw = net.connect(&Kind::Raw, raw_srv.addr, &o, clients)?;
         let mut ses = net.connect(&kind, ses_srv.addr, &o, clients)?;
         let k = ctx.scale.per_client(clients);
@@ -577,9 +587,66 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// E5: process RSS per connection end and process CPU with `n` idle
-/// connections, then with each making 100 requests/s; raw first, then
-/// sessions, each set closed before the next.
+/// E5's figures at one connection count.
+#[derive(Debug, Clone, Copy, Default)]
+struct Footprint {
+    /// RSS growth per connection end since the previous count, bytes.
+    per_end: f64,
+    /// Process CPU with every connection idle, %.
+    idle: f64,
+    /// Process CPU with each connection making 100 requests/s, %.
+    busy: f64,
+    /// Requests/s achieved under that load.
+    rps: f64,
+}
+
+/// Opens connections of `kind` up to each count in `counts` in turn, keeping
+/// them open, and measures at each: the RSS growth per connection end since
+/// the previous count (so the allocator's warm-up and the fixed costs fall
+/// out, as in a slope), CPU idle and under load.
+fn footprint_of<N: Net>(
+    net: &N,
+    kind: &Kind,
+    addr: SocketAddr,
+    o: &SockOpts,
+    counts: &[usize],
+    window: Duration,
+) -> io::Result<Vec<Footprint>> {
+    let mut conns = Vec::new();
+    let mut out = Vec::new();
+    let mut rss_prev = settled_rss();
+    for &n in counts {
+        let added = n.saturating_sub(conns.len());
+        let mut new = net.connect(kind, addr, o, added)?;
+        // One request each, so every server end has run once.
+        net.rtt_round(&mut new, Duration::ZERO, 1)?;
+        conns.append(&mut new);
+        let rss = settled_rss();
+        let per_end = rss.saturating_sub(rss_prev) as f64 / (2 * added.max(1)) as f64;
+        let c0 = crate::util::cpu_time().unwrap_or_default();
+        std::thread::sleep(window);
+        let c1 = crate::util::cpu_time().unwrap_or_default();
+        let idle = (c1 - c0).as_secs_f64() / window.as_secs_f64() * 100.0;
+        let (busy, rps) = net.load(&mut conns, LOAD_PERIOD, window)?;
+        out.push(Footprint {
+            per_end,
+            idle,
+            busy,
+            rps,
+        });
+        rss_prev = settled_rss();
+    }
+    let n = conns.len();
+    drop(conns);
+    // Let closes finish before the next set is measured.
+    std::thread::sleep(Duration::from_millis(100 + n as u64 / 10));
+    Ok(out)
+}
+
+/// E5: RSS per connection end and process CPU with 1, 100, 1,000 (10,000)
+/// connections, idle and at 100 requests/s each; raw TCP first, then
+/// sessions (idle sessions retain no bytes once acknowledged, so the
+/// session's figure is its cost beyond retained bytes).
 fn footprint<N: Net>(net: &N, ctx: &Ctx, sink: &mut Sink) -> io::Result<()> {
     let o = SockOpts {
         cc: ctx.cc.clone(),
@@ -588,81 +655,67 @@ fn footprint<N: Net>(net: &N, ctx: &Ctx, sink: &mut Sink) -> io::Result<()> {
     let kind = session(ReleasePolicy::Ack);
     let raw_srv = net.serve(&Kind::Raw, &o, Service::Echo)?;
     let ses_srv = net.serve(&kind, &o, Service::Echo)?;
-    for &n in &ctx.scale.sessions {
-        if n > crate::net::max_pairs() {
-            sink.skip(
-                "footprint",
-                net.name(),
-                format!("{n} sessions: open-file limit too low"),
-            );
-            continue;
-        }
-        let mut fig = Vec::new();
-        for (kind, addr) in [(&Kind::Raw, raw_srv.addr), (&kind, ses_srv.addr)] {
-            let rss0 = settled_rss();
-            let mut conns = net.connect(kind, addr, &o, n)?;
-            // One request each, so every server end has run once.
-            net.rtt_round(&mut conns, Duration::ZERO, 1)?;
-            let rss1 = settled_rss();
-            let per_end = rss1.saturating_sub(rss0) as f64 / (2 * n) as f64;
-            let c0 = crate::util::cpu_time().unwrap_or_default();
-            std::thread::sleep(ctx.scale.window);
-            let c1 = crate::util::cpu_time().unwrap_or_default();
-            let idle = (c1 - c0).as_secs_f64() / ctx.scale.window.as_secs_f64() * 100.0;
-            let (busy, rps) = net.load(&mut conns, LOAD_PERIOD, ctx.scale.window)?;
-            drop(conns);
-            // Let closes finish before the next set is measured.
-            std::thread::sleep(Duration::from_millis(100 + n as u64 / 10));
-            fig.push((per_end, idle, busy, rps));
-        }
-        let (r, s) = (fig[0], fig[1]);
-        let variant = format!("sessions={n}");
-        let ratio = |a: f64, b: f64| if a > 0.0 { Some(b / a) } else { None };
+    let (max, why) = net.max_conns();
+    let fds = crate::net::max_pairs();
+    let counts: Vec<usize> = ctx
+        .scale
+        .sessions
+        .iter()
+        .copied()
+        .filter(|&n| n <= max && n <= fds)
+        .collect();
+    for &n in ctx.scale.sessions.iter().filter(|&&n| n > max || n > fds) {
+        let why = if n > max {
+            why
+        } else {
+            "open-file limit too low"
+        };
+        sink.skip("footprint", net.name(), format!("{n} sessions: {why}"));
+    }
+    let w = ctx.scale.window;
+    let raw = footprint_of(net, &Kind::Raw, raw_srv.addr, &o, &counts, w)?;
+    let ses = footprint_of(net, &kind, ses_srv.addr, &o, &counts, w)?;
+    let ratio = |a: f64, b: f64| if a > 0.0 { Some(b / a) } else { None };
+    let mut prev = 0;
+    for ((n, r), s) in counts.iter().zip(raw).zip(ses) {
         let name = net.name();
         sink.row(
             "footprint",
             name,
-            &format!("{variant}/idle"),
+            &format!("sessions={prev}->{n}/idle"),
             "rss_per_end",
             "bytes",
             Better::Lower,
-            Some(r.0),
-            s.0,
-            ratio(r.0, s.0),
+            Some(r.per_end),
+            s.per_end,
+            ratio(r.per_end, s.per_end),
         );
-        sink.row(
-            "footprint",
-            name,
-            &format!("{variant}/idle"),
-            "cpu",
-            "%",
-            Better::Lower,
-            Some(r.1),
-            s.1,
-            ratio(r.1, s.1),
-        );
-        sink.row(
-            "footprint",
-            name,
-            &format!("{variant}/100rps-each"),
-            "cpu",
-            "%",
-            Better::Lower,
-            Some(r.2),
-            s.2,
-            ratio(r.2, s.2),
-        );
-        sink.row(
-            "footprint",
-            name,
-            &format!("{variant}/100rps-each"),
-            "requests_per_s",
-            "1/s",
-            Better::Higher,
-            Some(r.3),
-            s.3,
-            ratio(r.3, s.3),
-        );
+        prev = *n;
+        let variant = format!("sessions={n}");
+        for (load, metric, unit, better, a, b) in [
+            ("idle", "cpu", "%", Better::Lower, r.idle, s.idle),
+            ("100rps-each", "cpu", "%", Better::Lower, r.busy, s.busy),
+            (
+                "100rps-each",
+                "requests_per_s",
+                "1/s",
+                Better::Higher,
+                r.rps,
+                s.rps,
+            ),
+        ] {
+            sink.row(
+                "footprint",
+                name,
+                &format!("{variant}/{load}"),
+                metric,
+                unit,
+                better,
+                Some(a),
+                b,
+                ratio(a, b),
+            );
+        }
     }
     Ok(())
 }

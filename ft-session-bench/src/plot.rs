@@ -164,13 +164,13 @@ fn bulk_plot(rows: &[&Row], path: &Path) -> Fallible {
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "Bulk throughput over loopback, 64 KiB writes (raw TCP left, session right)",
+            "Bulk throughput over loopback, 64 KiB writes (session/raw above each pair)",
             ("sans-serif", 20),
         )
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..n as f64, 0f64..max_y * 1.15)?;
+        .build_cartesian_2d(0f64..n as f64, 0f64..max_y * 1.3)?;
     chart
         .configure_mesh()
         .disable_x_mesh()

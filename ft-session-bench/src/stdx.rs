@@ -166,6 +166,16 @@ impl Net for StdNet {
         "std"
     }
 
+    fn max_conns(&self) -> (usize, &'static str) {
+        // Each std session end runs three threads (driver, reader, writer)
+        // and the bench one per connection and client: 10,000 sessions would
+        // need some 80,000 threads, past the kernel's map count per process.
+        (
+            1000,
+            "std runs three threads per session end; more than 1,000 sessions exceed this machine's thread and mapping limits",
+        )
+    }
+
     fn serve(&self, kind: &Kind, o: &SockOpts, svc: Service) -> io::Result<Server> {
         let l = net::listen(o)?;
         let addr = l.local_addr()?;

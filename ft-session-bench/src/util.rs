@@ -99,7 +99,7 @@ impl Scale {
                 bulk_rounds: 20,
                 clients: vec![1, 100, 1000],
                 services: vec![MS(0), MS(1), MS(2)],
-                latency_requests: 4_000,
+                latency_requests: 1_000,
                 latency_min_per_client: 5,
                 latency_rounds: 6,
                 pipelined_requests: 100_000,
