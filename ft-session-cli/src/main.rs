@@ -4,11 +4,13 @@
 //! - `ft-session tunnel server --listen ADDR --forward ADDR`
 //! - `ft-session tunnel client --server ADDR --listen ADDR`
 //! - `ft-session demo [--size BYTES]`
+//! - `ft-session bench [--quick|--full] [--json] [--pin] [--plots DIR]`
 //!
 //! Each subcommand lives in its own module; adding one is a variant of
 //! [`Command`] and one arm in [`main`].
 #![forbid(unsafe_code)]
 
+mod bench;
 mod demo;
 mod options;
 mod stats;
@@ -41,6 +43,8 @@ enum Command {
     Tunnel(tunnel::TunnelArgs),
     /// Move data through a fault proxy on loopback and check every byte; plain TCP for contrast.
     Demo(demo::DemoArgs),
+    /// The paper's experiments for raw TCP and ft-session on std, Tokio and smol, side by side.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,11 +52,12 @@ fn main() -> ExitCode {
     // The demo draws a progress bar: only warnings unless RUST_LOG asks for more.
     init_tracing(match cli.command {
         Command::Tunnel(_) => "warn,ft_session=info",
-        Command::Demo(_) => "warn",
+        Command::Demo(_) | Command::Bench(_) => "warn",
     });
     let result = match cli.command {
         Command::Tunnel(args) => tunnel::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,
