@@ -188,17 +188,16 @@ impl<R: Runtime> Driver<R> {
     /// Acts on one output (a Transmit only becomes the pending write).
     fn on_output(&mut self, sh: &mut Shared, out: Output) {
         match out {
-            Output::Transmit(transmit) => {
+            Output::Transmit(transmit)
                 if self
                     .transport
                     .as_ref()
-                    .is_some_and(|t| t.0 == transmit.transport)
-                {
-                    self.writing = Some(Pending {
-                        transmit,
-                        written: 0,
-                    });
-                }
+                    .is_some_and(|t| t.0 == transmit.transport) =>
+            {
+                self.writing = Some(Pending {
+                    transmit,
+                    written: 0,
+                });
             }
             Output::Connect { transport } => {
                 tracing::debug!(transport, "connecting");
@@ -222,6 +221,9 @@ impl<R: Runtime> Driver<R> {
                 }
             }
             Output::Event(e) => self.on_event(sh, e),
+            // A transmit for a transport already gone, or a later core's
+            // output this driver does not know: nothing to do.
+            _ => {}
         }
     }
 

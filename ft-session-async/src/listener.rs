@@ -338,7 +338,7 @@ fn admit<R: Runtime>(
     rt: &R,
     shared: &Arc<ListenerShared>,
     now: Instant,
-    hello: ft_session_core::frame::ClientHello,
+    hello: ft_session_core::ClientHello,
     info: ft_session_core::TransportInfo,
     peer: Option<SocketAddr>,
     transport: &mut Option<BoxTransport>,
@@ -381,7 +381,7 @@ fn admit<R: Runtime>(
             // its session is parked sees either the delivery or the admission.
             match (reg.routes.get(&session_id), transport.take()) {
                 (Some(h), Some(t)) => {
-                    tracing::debug!(%session_id, attempt = resume.attempt, ?peer, "routing resume");
+                    tracing::debug!(%session_id, attempt = resume.attempt(), ?peer, "routing resume");
                     let mut c = lock(&h.control);
                     c.delivery = Some(Delivery {
                         transport: t,

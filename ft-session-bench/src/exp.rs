@@ -34,6 +34,8 @@ const RECOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 const LOAD_PERIOD: Duration = Duration::from_millis(10);
 
 /// Raw TCP or a session with this configuration.
+// A handful of values per run: the Config's size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub(crate) enum Kind {
     Raw,

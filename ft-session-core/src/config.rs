@@ -1,6 +1,6 @@
 //! Configuration and its named limits. Every limit the protocol relies on is here.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::SessionError;
 
@@ -35,6 +35,17 @@ pub const DEFAULT_MAX_PARKED: usize = 1_000;
 pub const DEFAULT_PARKED_BYTES_BUDGET: u64 = 1 << 30;
 /// Default for [`Config::max_pending_handshakes`].
 pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 1024;
+/// Default for [`Config::max_parked_unproven`].
+pub const DEFAULT_MAX_PARKED_UNPROVEN: usize = 100;
+/// Default for [`Config::implicit_retention_budget`]: 4 GiB, some 3,400
+/// sessions with the adapters' default buffers (b of about 1.2 MiB each).
+pub const DEFAULT_IMPLICIT_RETENTION_BUDGET: u64 = 4 << 30;
+/// Longest duration [`Config::validate`] accepts (100 years): deadlines are
+/// `now + duration`, and an `Instant` cannot hold an arbitrary sum.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// Largest [`Config::implicit_margin`] and [`Config::implicit_max_buffer`]
+/// accepted (1 TiB): sums of them stay far from `u64::MAX`.
+pub const MAX_IMPLICIT_BYTES: u64 = 1 << 40;
 /// Default for [`Config::implicit_max_buffer`]: twice Linux's default
 /// `rmem_max`/`wmem_max` ceiling of a pinned buffer is far below this.
 pub const DEFAULT_IMPLICIT_MAX_BUFFER: u64 = 64 * 1024 * 1024;
@@ -93,16 +104,30 @@ pub struct Config {
     pub backoff_max: Duration,
     /// Server: most sessions (attached or parked) in the connection set.
     pub max_sessions: usize,
-    /// Server: most parked sessions; beyond it the oldest parked is evicted.
+    /// Server: most parked sessions; beyond it the oldest parked is evicted
+    /// (unproven ones first, see [`Config::max_parked_unproven`]).
     pub max_parked: usize,
+    /// Server: most parked sessions that never proved anything (no payload
+    /// byte or acknowledgment received from the client, no resume
+    /// verified), and most tombstones of such sessions. Beyond it the oldest
+    /// of them is evicted; they are also evicted first when
+    /// [`Config::max_parked`] or [`Config::parked_bytes_budget`] is exceeded,
+    /// so a flood of HELLOs never pushes out a proven session.
+    pub max_parked_unproven: usize,
     /// Server: most bytes retained by parked sessions together; beyond it the
-    /// oldest parked is evicted.
+    /// oldest parked is evicted (unproven ones first). A parked session
+    /// accepts no writes, so what it retains cannot grow behind the budget.
     pub parked_bytes_budget: u64,
     /// Server: most transports waiting for their first message at once
     /// (each costs a [`crate::HandshakeReader`] until its deadline); a
     /// transport beyond it is dropped at once and counted in
     /// [`crate::EndpointStats::refused_handshakes`].
     pub max_pending_handshakes: usize,
+    /// Server: most bytes the implicit bounds of all live sessions may add
+    /// up to (each session may retain its bound b, which depends on the
+    /// buffer size its client announces). A HELLO or RESUME that would
+    /// exceed it is refused with `BUSY` (the client retries).
+    pub implicit_retention_budget: u64,
 }
 
 impl Default for Config {
@@ -123,8 +148,10 @@ impl Default for Config {
             backoff_max: DEFAULT_BACKOFF_MAX,
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_parked: DEFAULT_MAX_PARKED,
+            max_parked_unproven: DEFAULT_MAX_PARKED_UNPROVEN,
             parked_bytes_budget: DEFAULT_PARKED_BYTES_BUDGET,
             max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
+            implicit_retention_budget: DEFAULT_IMPLICIT_RETENTION_BUDGET,
         }
     }
 }
@@ -156,6 +183,25 @@ impl Config {
                 "max_pending_handshakes must be positive",
             ));
         }
+        let durations = [
+            self.max_reconnect_time,
+            self.connect_timeout,
+            self.heartbeat_interval,
+            self.idle_timeout,
+            self.handshake_timeout,
+            self.backoff_initial,
+            self.backoff_max,
+        ];
+        if durations.iter().any(|d| *d > MAX_DURATION) {
+            return Err(SessionError::Config("durations must be at most 100 years"));
+        }
+        if self.implicit_max_buffer > MAX_IMPLICIT_BYTES
+            || self.implicit_margin.is_some_and(|m| m > MAX_IMPLICIT_BYTES)
+        {
+            return Err(SessionError::Config(
+                "implicit_max_buffer and implicit_margin must be at most 1 TiB",
+            ));
+        }
         Ok(())
     }
 
@@ -163,6 +209,20 @@ impl Config {
     pub fn effective_implicit_margin(&self) -> u64 {
         self.implicit_margin
             .unwrap_or(IMPLICIT_PACKET_MARGIN + u64::from(self.max_frame_payload))
+    }
+}
+
+/// `now + d`, saturating instead of panicking: only a configuration that
+/// [`Config::validate`] refuses can come near the end of `Instant`'s range,
+/// and such a deadline then falls at `now + MAX_DURATION` or as far as the
+/// platform can represent (never earlier than `now`).
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    let mut d = d.min(MAX_DURATION);
+    loop {
+        if let Some(t) = now.checked_add(d) {
+            return t;
+        }
+        d /= 2;
     }
 }
 

@@ -7,11 +7,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::config::{Config, TransportInfo};
+use crate::config::{later, Config, ReleasePolicy, TransportInfo};
 use crate::error::SessionError;
 use crate::frame::{ClientHello, Code, ServerReply, SessionId, SECRET_LEN, SESSION_ID_LEN};
-use crate::handshake::{verify_resume, Entropy};
-use crate::session::{Session, TransportId, VerifiedResume};
+use crate::handshake::{ended_proof, verify_resume, Entropy};
+use crate::session::{implicit_bound, Session, TransportId, VerifiedResume};
+
+/// Key of the dummy proof computed for unknown ids: the work is what
+/// matters (an answer as slow as for a known id), not the result.
+const DUMMY_SECRET: [u8; SECRET_LEN] = [0x5a; SECRET_LEN];
 
 /// What to do with a new transport after its first message.
 #[derive(Debug)]
@@ -28,7 +32,7 @@ pub enum Admission {
     },
     /// Refused: write `reply`, then close the transport.
     Reject {
-        /// Encoded REJECT.
+        /// Encoded REJECT, or ENDED (authenticated) for a session that ended.
         reply: Bytes,
         /// Why (never sent in more detail than `reply`).
         code: Code,
@@ -49,15 +53,19 @@ pub enum SetEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EntryState {
     Attached,
+    /// `proven`: the client did more than a HELLO (see
+    /// [`Config::max_parked_unproven`]).
     Parked {
         since: Instant,
         retained: u64,
+        proven: bool,
     },
     /// Ended: answers an authenticated resume with how it ended
     /// (SESSION_CLOSED after a clean close), so both sides agree.
     Closed {
         until: Instant,
         code: Code,
+        proven: bool,
     },
 }
 
@@ -66,6 +74,10 @@ struct Entry {
     secret: [u8; SECRET_LEN],
     last_attempt: u64,
     state: EntryState,
+    /// A resume was verified for it: the client holds the secret.
+    proven: bool,
+    /// Its share of [`Config::implicit_retention_budget`].
+    reserved: u64,
 }
 
 /// Counts for metrics and tests.
@@ -77,6 +89,10 @@ pub struct SetCounts {
     pub parked: usize,
     /// Bytes retained by parked sessions.
     pub parked_bytes: u64,
+    /// Parked sessions that never proved anything.
+    pub parked_unproven: usize,
+    /// Implicit bounds of live sessions, added up.
+    pub implicit_reserved: u64,
     /// Ended sessions remembered for late resumes.
     pub closed: usize,
     /// Resumes refused (unknown, forged, replayed or expired).
@@ -85,6 +101,9 @@ pub struct SetCounts {
     pub evicted: u64,
     /// Parked sessions that expired.
     pub expired: u64,
+    /// Resume proofs computed: one per resume, whether its id is known or
+    /// not, so the time of an answer does not tell which ids are live.
+    pub proofs_computed: u64,
 }
 
 /// The server's registry of sessions. See the module docs.
@@ -100,8 +119,12 @@ pub struct ConnectionSet {
     parked_order: BTreeSet<(Instant, SessionId)>,
     /// Tombstones by the time they are forgotten.
     closed_order: BTreeSet<(Instant, SessionId)>,
+    /// The unproven among the parked and the tombstones.
+    parked_unproven: BTreeSet<(Instant, SessionId)>,
+    closed_unproven: BTreeSet<(Instant, SessionId)>,
     attached: usize,
     parked_bytes: u64,
+    reserved: u64,
     events: VecDeque<SetEvent>,
     counts: SetCounts,
 }
@@ -114,8 +137,11 @@ impl ConnectionSet {
             entries: HashMap::new(),
             parked_order: BTreeSet::new(),
             closed_order: BTreeSet::new(),
+            parked_unproven: BTreeSet::new(),
+            closed_unproven: BTreeSet::new(),
             attached: 0,
             parked_bytes: 0,
+            reserved: 0,
             events: VecDeque::new(),
             counts: SetCounts::default(),
         }
@@ -132,6 +158,8 @@ impl ConnectionSet {
             attached: self.attached,
             parked: self.parked_order.len(),
             parked_bytes: self.parked_bytes,
+            parked_unproven: self.parked_unproven.len(),
+            implicit_reserved: self.reserved,
             closed: self.closed_order.len(),
             ..self.counts
         }
@@ -146,12 +174,22 @@ impl ConnectionSet {
     fn book(&mut self, id: SessionId, st: EntryState) {
         match st {
             EntryState::Attached => self.attached += 1,
-            EntryState::Parked { since, retained } => {
+            EntryState::Parked {
+                since,
+                retained,
+                proven,
+            } => {
                 self.parked_order.insert((since, id));
+                if !proven {
+                    self.parked_unproven.insert((since, id));
+                }
                 self.parked_bytes += retained;
             }
-            EntryState::Closed { until, .. } => {
+            EntryState::Closed { until, proven, .. } => {
                 self.closed_order.insert((until, id));
+                if !proven {
+                    self.closed_unproven.insert((until, id));
+                }
             }
         }
     }
@@ -160,13 +198,35 @@ impl ConnectionSet {
     fn unbook(&mut self, id: SessionId, st: EntryState) {
         match st {
             EntryState::Attached => self.attached -= 1,
-            EntryState::Parked { since, retained } => {
+            EntryState::Parked {
+                since, retained, ..
+            } => {
                 self.parked_order.remove(&(since, id));
+                self.parked_unproven.remove(&(since, id));
                 self.parked_bytes -= retained;
             }
             EntryState::Closed { until, .. } => {
                 self.closed_order.remove(&(until, id));
+                self.closed_unproven.remove(&(until, id));
             }
+        }
+    }
+
+    /// Sets an entry's share of the implicit retention budget.
+    fn reserve(&mut self, id: SessionId, bytes: u64) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            self.reserved = self.reserved - e.reserved + bytes;
+            e.reserved = bytes;
+        }
+    }
+
+    /// What a session on a transport with `info` and a client announcing
+    /// `params` may retain under the implicit policy (0 under the
+    /// acknowledgment policy: bounded by the server's own capacity).
+    fn implicit_share(&self, info: TransportInfo, params: crate::frame::Params) -> u64 {
+        match self.cfg.release_policy {
+            ReleasePolicy::Ack => 0,
+            ReleasePolicy::Implicit => implicit_bound(&self.cfg, info, &params).unwrap_or(0),
         }
     }
 
@@ -176,6 +236,10 @@ impl ConnectionSet {
             return;
         };
         self.unbook(id, old);
+        if matches!(st, None | Some(EntryState::Closed { .. })) {
+            // An ended session retains nothing.
+            self.reserve(id, 0);
+        }
         match st {
             Some(st) => {
                 self.book(id, st);
@@ -211,6 +275,10 @@ impl ConnectionSet {
                 if self.live() >= self.cfg.max_sessions {
                     return Self::reject(Code::Busy);
                 }
+                let share = self.implicit_share(info, params);
+                if self.reserved.saturating_add(share) > self.cfg.implicit_retention_budget {
+                    return Self::reject(Code::Busy);
+                }
                 let mut id = SessionId([0; SESSION_ID_LEN]);
                 // A collision of 128 random bits means broken entropy; refuse
                 // rather than hand out someone else's session.
@@ -226,16 +294,22 @@ impl ConnectionSet {
                         secret,
                         last_attempt: 0,
                         state: EntryState::Attached,
+                        proven: false,
+                        reserved: 0,
                     },
                 );
                 self.book(id, EntryState::Attached);
+                self.reserve(id, share);
                 let session =
                     Session::server(self.cfg.clone(), now, transport, info, params, id, secret);
                 Admission::Fresh(Box::new(session))
             }
             ClientHello::Resume(r) => {
-                // Unknown id, wrong proof, replay and expiry all get one answer.
+                // Unknown id, wrong proof, replay and expiry all get one
+                // answer, after the same work: an unknown id costs a proof too.
+                self.counts.proofs_computed += 1;
                 let Some(entry) = self.entries.get_mut(&r.session_id) else {
+                    std::hint::black_box(verify_resume(&DUMMY_SECRET, &r));
                     self.counts.rejected_resumes += 1;
                     return Self::reject(Code::UnknownSession);
                 };
@@ -245,17 +319,34 @@ impl ConnectionSet {
                 }
                 entry.last_attempt = r.attempt;
                 if let EntryState::Closed { code, .. } = entry.state {
-                    return Self::reject(code);
+                    // Proven with the secret: the client takes it as final.
+                    let reply = ServerReply::Ended {
+                        session_id: r.session_id,
+                        code,
+                        detail: 0,
+                        proof: ended_proof(&entry.secret, &r.session_id, r.attempt, code, 0),
+                    };
+                    return Admission::Reject {
+                        reply: reply.to_bytes(),
+                        code,
+                    };
                 }
+                let (old_share, share) = (entry.reserved, self.implicit_share(info, r.params));
+                if (self.reserved - old_share).saturating_add(share)
+                    > self.cfg.implicit_retention_budget
+                {
+                    // Not refused as unknown: the client retries while the
+                    // session stays as it was.
+                    return Self::reject(Code::Busy);
+                }
+                if let Some(e) = self.entries.get_mut(&r.session_id) {
+                    e.proven = true;
+                }
+                self.reserve(r.session_id, share);
                 self.set_state(r.session_id, Some(EntryState::Attached));
                 Admission::Resume {
                     session_id: r.session_id,
-                    resume: VerifiedResume {
-                        attempt: r.attempt,
-                        received: r.received,
-                        retained_from: r.retained_from,
-                        params: r.params,
-                    },
+                    resume: VerifiedResume::new(r.attempt, r.received, r.retained_from, r.params),
                 }
             }
         }
@@ -274,9 +365,11 @@ impl ConnectionSet {
             session.attempt() >= e.last_attempt && e.state == EntryState::Attached
         });
         if fresh {
+            let proven = session.is_proven() || self.entries.get(&id).is_some_and(|e| e.proven);
             let st = EntryState::Parked {
                 since: now,
                 retained: session.retained(),
+                proven,
             };
             self.set_state(id, Some(st));
         }
@@ -292,27 +385,64 @@ impl ConnectionSet {
             Ok(()) => Code::SessionClosed,
             Err(e) => e.abort_code(),
         };
-        let until = now + self.cfg.max_reconnect_time;
-        self.set_state(id, Some(EntryState::Closed { until, code }));
+        let until = later(now, self.cfg.max_reconnect_time);
+        // A clean close took a FIN and CLOSE exchange: more than a HELLO.
+        let proven = outcome.is_ok()
+            || self.entries.get(&id).is_some_and(|e| match e.state {
+                EntryState::Parked { proven, .. } | EntryState::Closed { proven, .. } => proven,
+                EntryState::Attached => e.proven,
+            });
+        self.set_state(
+            id,
+            Some(EntryState::Closed {
+                until,
+                code,
+                proven,
+            }),
+        );
         self.enforce_limits();
     }
 
     fn enforce_limits(&mut self) {
-        while self.parked_order.len() > self.cfg.max_parked
-            || self.parked_bytes > self.cfg.parked_bytes_budget
-        {
-            let Some(&(since, id)) = self.parked_order.first() else {
-                break;
+        loop {
+            let unproven_over = self.parked_unproven.len() > self.cfg.max_parked_unproven;
+            let over = self.parked_order.len() > self.cfg.max_parked
+                || self.parked_bytes > self.cfg.parked_bytes_budget;
+            // Strangers go first: a proven session is evicted only when the
+            // proven ones alone exceed the limits.
+            let victim = match (unproven_over || over, self.parked_unproven.first()) {
+                (false, _) => break,
+                (true, Some(&v)) => v,
+                (true, None) => match self.parked_order.first() {
+                    Some(&v) => v,
+                    None => break,
+                },
             };
-            let until = since + self.cfg.max_reconnect_time;
+            let (since, id) = victim;
+            let proven = !self.parked_unproven.contains(&victim);
+            let until = later(since, self.cfg.max_reconnect_time);
             let code = Code::Evicted;
-            self.set_state(id, Some(EntryState::Closed { until, code }));
+            self.set_state(
+                id,
+                Some(EntryState::Closed {
+                    until,
+                    code,
+                    proven,
+                }),
+            );
             self.counts.evicted += 1;
             self.events.push_back(SetEvent::Evicted(id));
         }
-        // Tombstones are small but bounded too: the oldest go first.
-        while self.closed_order.len() > self.cfg.max_parked {
-            let Some(&(_, id)) = self.closed_order.first() else {
+        // Tombstones are small but bounded too: the oldest go first, the
+        // unproven within their own quota and before any proven one.
+        while self.closed_unproven.len() > self.cfg.max_parked_unproven
+            || self.closed_order.len() > self.cfg.max_parked
+        {
+            let Some(&(_, id)) = self
+                .closed_unproven
+                .first()
+                .or_else(|| self.closed_order.first())
+            else {
                 break;
             };
             self.set_state(id, None);
@@ -323,12 +453,14 @@ impl ConnectionSet {
     pub fn handle_timeout(&mut self, now: Instant) {
         let max = self.cfg.max_reconnect_time;
         while let Some(&(since, id)) = self.parked_order.first() {
-            if now < since + max {
+            if now < later(since, max) {
                 break;
             }
+            let proven = !self.parked_unproven.contains(&(since, id));
             let st = EntryState::Closed {
-                until: now + max,
+                until: later(now, max),
                 code: Code::Expired,
+                proven,
             };
             self.set_state(id, Some(st));
             self.counts.expired += 1;
@@ -348,7 +480,7 @@ impl ConnectionSet {
         let parked = self
             .parked_order
             .first()
-            .map(|&(since, _)| since + self.cfg.max_reconnect_time);
+            .map(|&(since, _)| later(since, self.cfg.max_reconnect_time));
         let closed = self.closed_order.first().map(|&(until, _)| until);
         match (parked, closed) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -34,6 +34,8 @@ pub const T_SERVER_HELLO: u8 = 0x20;
 pub const T_RESUME_OK: u8 = 0x21;
 /// Handshake message type: server refuses a handshake.
 pub const T_REJECT: u8 = 0x22;
+/// Handshake message type: server ends a resumed session, authenticated.
+pub const T_ENDED: u8 = 0x23;
 
 /// Frame type: stream data.
 pub const F_DATA: u8 = 0x01;
@@ -63,7 +65,10 @@ pub const SERVER_HELLO_LEN: usize = TAG_LEN + SESSION_ID_LEN + SECRET_LEN + PARA
 pub const RESUME_OK_LEN: usize = TAG_LEN + SESSION_ID_LEN + 8 + PARAMS_LEN + PROOF_LEN;
 /// Length of `REJECT`.
 pub const REJECT_LEN: usize = TAG_LEN + 2 + 8;
-const PARAMS_LEN: usize = 1 + 8 + 8;
+/// Length of `ENDED`.
+pub const ENDED_LEN: usize = TAG_LEN + SESSION_ID_LEN + 2 + 8 + PROOF_LEN;
+/// Length of the encoded [`Params`].
+pub const PARAMS_LEN: usize = 1 + 8 + 8;
 
 /// A session id: 16 random bytes chosen by the server.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -134,9 +139,17 @@ pub struct Params {
 
 impl Params {
     fn put(&self, out: &mut BytesMut) {
-        out.put_u8(u8::from(self.wants_acks));
-        out.put_u64(self.retain_capacity);
-        out.put_u64(self.recv_buffer);
+        out.put_slice(&self.to_wire());
+    }
+
+    /// The 17 bytes on the wire (also what the proofs cover).
+    pub fn to_wire(&self) -> [u8; PARAMS_LEN] {
+        let mut w = [0u8; PARAMS_LEN];
+        let mut b: &mut [u8] = &mut w;
+        b.put_u8(u8::from(self.wants_acks));
+        b.put_u64(self.retain_capacity);
+        b.put_u64(self.recv_buffer);
+        w
     }
 
     fn get(buf: &mut &[u8]) -> Result<Self, DecodeError> {
@@ -167,7 +180,7 @@ pub struct Resume {
     pub retained_from: u64,
     /// The client's parameters on the new transport.
     pub params: Params,
-    /// HMAC over (session id, attempt, received, retained_from) with the session secret.
+    /// HMAC over (session id, attempt, received, retained_from, params) with the session secret.
     pub proof: [u8; PROOF_LEN],
 }
 
@@ -277,12 +290,25 @@ pub enum ServerReply {
         /// HMAC proving the server knows the secret.
         proof: [u8; PROOF_LEN],
     },
-    /// The handshake was refused.
+    /// The handshake was refused. Not authenticated: a client resuming a
+    /// session only counts it as a failed attempt.
     Reject {
         /// Why.
         code: Code,
         /// Code-specific detail (the server's version for `UnsupportedVersion`).
         detail: u64,
+    },
+    /// A resume was answered with how the session ended, proven with the
+    /// session secret: final for the client.
+    Ended {
+        /// The session's id.
+        session_id: SessionId,
+        /// How it ended.
+        code: Code,
+        /// Code-specific detail (see `DATA_LOST`).
+        detail: u64,
+        /// HMAC proving the server knows the secret.
+        proof: [u8; PROOF_LEN],
     },
 }
 
@@ -381,6 +407,7 @@ impl ServerReply {
             ServerReply::Accept { .. } => SERVER_HELLO_LEN,
             ServerReply::Resumed { .. } => RESUME_OK_LEN,
             ServerReply::Reject { .. } => REJECT_LEN,
+            ServerReply::Ended { .. } => ENDED_LEN,
         }
     }
 
@@ -414,6 +441,18 @@ impl ServerReply {
                 out.put_u16(code.to_u16());
                 out.put_u64(*detail);
             }
+            ServerReply::Ended {
+                session_id,
+                code,
+                detail,
+                proof,
+            } => {
+                put_tag(out, T_ENDED);
+                out.put_slice(&session_id.0);
+                out.put_u16(code.to_u16());
+                out.put_u64(*detail);
+                out.put_slice(proof);
+            }
         }
     }
 
@@ -443,6 +482,7 @@ impl ServerReply {
         let len = match ty {
             T_SERVER_HELLO => SERVER_HELLO_LEN,
             T_RESUME_OK => RESUME_OK_LEN,
+            T_ENDED => ENDED_LEN,
             t => return Err(DecodeError::UnexpectedMessage(t)),
         };
         if buf.len() < len {
@@ -450,7 +490,17 @@ impl ServerReply {
         }
         let mut b = &buf[TAG_LEN..len];
         let session_id = SessionId(take_array(&mut b));
-        let msg = if ty == T_SERVER_HELLO {
+        let msg = if ty == T_ENDED {
+            let code = Code::from_u16(b.get_u16());
+            let detail = b.get_u64();
+            let proof = take_array(&mut b);
+            ServerReply::Ended {
+                session_id,
+                code,
+                detail,
+                proof,
+            }
+        } else if ty == T_SERVER_HELLO {
             let secret = take_array(&mut b);
             let params = Params::get(&mut b)?;
             ServerReply::Accept {
@@ -924,6 +974,12 @@ mod tests {
             ServerReply::Reject {
                 code: Code::UnknownSession,
                 detail: 0,
+            },
+            ServerReply::Ended {
+                session_id: id,
+                code: Code::DataLost,
+                detail: 1 << 63 | 7,
+                proof: [3; 32],
             },
         ];
         for r in replies {

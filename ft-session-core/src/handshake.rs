@@ -9,15 +9,16 @@ use sha2::Sha256;
 
 use crate::config::Config;
 use crate::frame::{
-    ClientHello, Code, DecodeError, ServerReply, SessionId, PROOF_LEN, RESUME_LEN, SECRET_LEN,
-    VERSION,
+    ClientHello, Code, DecodeError, Params, ServerReply, SessionId, PROOF_LEN, RESUME_LEN,
+    SECRET_LEN, VERSION,
 };
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Domain labels keep a client's proof from being replayed as a server's.
+/// Domain labels keep one message's proof from being replayed as another's.
 const RESUME_LABEL: &[u8] = b"ft-session v1 resume";
 const ACCEPT_LABEL: &[u8] = b"ft-session v1 accept";
+const ENDED_LABEL: &[u8] = b"ft-session v1 ended";
 
 fn mac(
     secret: &[u8; SECRET_LEN],
@@ -25,6 +26,7 @@ fn mac(
     id: &SessionId,
     attempt: u64,
     counts: [u64; 2],
+    params: Option<&Params>,
 ) -> HmacSha256 {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut m = <HmacSha256 as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
@@ -34,31 +36,66 @@ fn mac(
     for c in counts {
         m.update(&c.to_be_bytes());
     }
+    if let Some(p) = params {
+        m.update(&p.to_wire());
+    }
     m
 }
 
-/// The client's proof in a RESUME, bound to both of its counts.
+/// The client's proof in a RESUME, bound to both of its counts and its
+/// parameters (buffer sizes).
 pub fn resume_proof(
     secret: &[u8; SECRET_LEN],
     id: &SessionId,
     attempt: u64,
     received: u64,
     retained_from: u64,
+    params: &Params,
 ) -> [u8; PROOF_LEN] {
-    mac(secret, RESUME_LABEL, id, attempt, [received, retained_from])
-        .finalize()
-        .into_bytes()
-        .into()
+    mac(
+        secret,
+        RESUME_LABEL,
+        id,
+        attempt,
+        [received, retained_from],
+        Some(params),
+    )
+    .finalize()
+    .into_bytes()
+    .into()
 }
 
-/// The server's proof in a RESUME_OK.
+/// The server's proof in a RESUME_OK, bound to its count and parameters.
 pub fn accept_proof(
     secret: &[u8; SECRET_LEN],
     id: &SessionId,
     attempt: u64,
     received: u64,
+    params: &Params,
 ) -> [u8; PROOF_LEN] {
-    mac(secret, ACCEPT_LABEL, id, attempt, [received, 0])
+    mac(
+        secret,
+        ACCEPT_LABEL,
+        id,
+        attempt,
+        [received, 0],
+        Some(params),
+    )
+    .finalize()
+    .into_bytes()
+    .into()
+}
+
+/// The server's proof in an ENDED, bound to the code and detail.
+pub fn ended_proof(
+    secret: &[u8; SECRET_LEN],
+    id: &SessionId,
+    attempt: u64,
+    code: Code,
+    detail: u64,
+) -> [u8; PROOF_LEN] {
+    let code = u64::from(code.to_u16());
+    mac(secret, ENDED_LABEL, id, attempt, [code, detail], None)
         .finalize()
         .into_bytes()
         .into()
@@ -72,6 +109,7 @@ pub fn verify_resume(secret: &[u8; SECRET_LEN], r: &crate::frame::Resume) -> boo
         &r.session_id,
         r.attempt,
         [r.received, r.retained_from],
+        Some(&r.params),
     )
     .verify_slice(&r.proof)
     .is_ok()
@@ -83,9 +121,32 @@ pub fn verify_accept(
     id: &SessionId,
     attempt: u64,
     received: u64,
+    params: &Params,
     proof: &[u8],
 ) -> bool {
-    mac(secret, ACCEPT_LABEL, id, attempt, [received, 0])
+    mac(
+        secret,
+        ACCEPT_LABEL,
+        id,
+        attempt,
+        [received, 0],
+        Some(params),
+    )
+    .verify_slice(proof)
+    .is_ok()
+}
+
+/// Constant-time check of a server's ENDED proof.
+pub fn verify_ended(
+    secret: &[u8; SECRET_LEN],
+    id: &SessionId,
+    attempt: u64,
+    code: Code,
+    detail: u64,
+    proof: &[u8],
+) -> bool {
+    let code = u64::from(code.to_u16());
+    mac(secret, ENDED_LABEL, id, attempt, [code, detail], None)
         .verify_slice(proof)
         .is_ok()
 }
@@ -170,7 +231,7 @@ impl HandshakeReader {
     pub fn new(now: Instant, config: &Config) -> Self {
         HandshakeReader {
             buf: Vec::with_capacity(RESUME_LEN),
-            deadline: now + config.handshake_timeout,
+            deadline: crate::config::later(now, config.handshake_timeout),
             done: false,
         }
     }
@@ -249,7 +310,7 @@ mod tests {
             received: 3,
             retained_from: 1,
             params: crate::frame::Params::default(),
-            proof: resume_proof(&s, &id, 2, 3, 1),
+            proof: resume_proof(&s, &id, 2, 3, 1, &crate::frame::Params::default()),
         };
         assert!(verify_resume(&s, &r));
         for bad in [
@@ -269,13 +330,42 @@ mod tests {
                 session_id: SessionId([2; 16]),
                 ..r.clone()
             },
+            crate::frame::Resume {
+                params: crate::frame::Params {
+                    recv_buffer: 1,
+                    ..r.params
+                },
+                ..r.clone()
+            },
         ] {
             assert!(!verify_resume(&s, &bad), "every field is bound: {bad:?}");
         }
         assert!(!verify_resume(&[6; 32], &r), "secret is bound");
         assert!(
-            !verify_accept(&s, &id, 2, 3, &r.proof),
+            !verify_accept(&s, &id, 2, 3, &r.params, &r.proof),
             "a client proof is no server proof"
+        );
+        let p = crate::frame::Params::default();
+        let ok = accept_proof(&s, &id, 2, 3, &p);
+        assert!(verify_accept(&s, &id, 2, 3, &p, &ok));
+        let bigger = crate::frame::Params {
+            recv_buffer: 1 << 26,
+            ..p
+        };
+        assert!(!verify_accept(&s, &id, 2, 3, &bigger, &ok), "params bound");
+        let end = ended_proof(&s, &id, 2, Code::Evicted, 0);
+        assert!(verify_ended(&s, &id, 2, Code::Evicted, 0, &end));
+        assert!(
+            !verify_ended(&s, &id, 2, Code::Expired, 0, &end),
+            "code bound"
+        );
+        assert!(
+            !verify_ended(&s, &id, 2, Code::Evicted, 1, &end),
+            "detail bound"
+        );
+        assert!(
+            !verify_ended(&s, &id, 3, Code::Evicted, 0, &end),
+            "attempt bound"
         );
         let mut flipped = r.clone();
         flipped.proof[31] ^= 1;

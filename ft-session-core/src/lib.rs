@@ -5,7 +5,7 @@
 //! or reordered, after *Session-Based Fault-Tolerant Design Patterns*
 //! (Ivaki, Araujo, Barros).
 //!
-//! - Each side keeps a [stream buffer](StreamBuffer) of bytes sent but not
+//! - Each side keeps a stream buffer of bytes sent but not
 //!   known to be received, and counts the bytes it received.
 //! - When the transport fails the **client** asks for a new one
 //!   ([`Output::Connect`]) with backoff, within [`Config::max_reconnect_time`].
@@ -127,16 +127,31 @@
 #![deny(missing_docs)]
 
 pub mod config;
-pub mod connection_set;
-pub mod endpoint;
-pub mod error;
+mod connection_set;
+mod endpoint;
+mod error;
+// Wire internals (frame layouts, decoder, constants) and the proof functions
+// are the core's business: public only for the project's tests and fuzz
+// targets (feature `testing`, implied by `sim`).
+#[cfg(feature = "testing")]
 pub mod frame;
+#[cfg(not(feature = "testing"))]
+#[allow(dead_code, unreachable_pub)]
+mod frame;
+#[cfg(feature = "testing")]
 pub mod handshake;
+#[cfg(not(feature = "testing"))]
+#[allow(dead_code, unreachable_pub)]
+mod handshake;
 mod recv_queue;
-pub mod session;
+mod session;
 #[cfg(feature = "sim")]
 pub mod sim;
+#[cfg(feature = "testing")]
 pub mod stream_buffer;
+#[cfg(not(feature = "testing"))]
+#[allow(dead_code, unreachable_pub)]
+mod stream_buffer;
 
 pub use config::{
     Config, ReleasePolicy, SocketOptions, TransportInfo, DEFAULT_IMPLICIT_SOCKET_BUFFER,
@@ -146,9 +161,8 @@ pub use endpoint::{
     Delivery, Endpoint, EndpointInput, EndpointOutput, EndpointStats, SessionHandle,
 };
 pub use error::{ReadError, SessionError, Violation, WriteError};
-pub use frame::{ClientHello, Code, Params, SessionId};
-pub use handshake::{Entropy, HandshakeReader, HandshakeStep, SeededEntropy};
+pub use frame::{ClientHello, Code, DecodeError, FrameHead, Params, SessionId};
+pub use handshake::{Entropy, HandshakeReader, HandshakeStep};
 pub use session::{
     Event, Input, Output, Role, Session, SessionState, Stats, Transmit, TransportId, VerifiedResume,
 };
-pub use stream_buffer::StreamBuffer;

@@ -10,20 +10,22 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::config::{Config, ReleasePolicy, TransportInfo};
+use crate::config::{later, Config, ReleasePolicy, TransportInfo};
 use crate::error::{ReadError, SessionError, Violation, WriteError};
 use crate::frame::{
     ClientHello, Code, Decoded, Frame, FrameDecoder, FrameHead, Head, Params, Resume, ServerReply,
     SessionId, SECRET_LEN,
 };
-use crate::handshake::{accept_proof, encode_hello, resume_proof, verify_accept};
+use crate::handshake::{
+    accept_proof, encode_hello, ended_proof, resume_proof, verify_accept, verify_ended,
+};
 use crate::recv_queue::RecvQueue;
 use crate::stream_buffer::StreamBuffer;
 
 /// Bit 63 of a DATA_LOST detail: the lost bytes were the client's (the rest
 /// of the detail is the server's received count); clear, they were the
 /// server's (the detail is the oldest offset the server retains).
-pub const DATA_LOST_CLIENT_STREAM: u64 = 1 << 63;
+pub(crate) const DATA_LOST_CLIENT_STREAM: u64 = 1 << 63;
 
 /// Identifies one transport of a session (a generation): inputs tagged with
 /// a superseded transport are ignored. Ids need only be unique within one
@@ -41,20 +43,58 @@ pub enum Role {
 }
 
 /// A resume the server's [`crate::ConnectionSet`] has authenticated.
+///
+/// Only the set makes one, after the client's proof verified: a value of
+/// this type is the evidence that lets a new transport supersede a live one
+/// (R3 of `docs/PROTOCOL.md`), so it cannot be built or altered elsewhere.
+///
+/// ```compile_fail
+/// use ft_session_core::VerifiedResume;
+/// let forged = VerifiedResume { attempt: 9, received: 0, retained_from: 0, params: Default::default() };
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedResume {
+    attempt: u64,
+    received: u64,
+    retained_from: u64,
+    params: Params,
+}
+
+impl VerifiedResume {
+    /// Made only by the connection set, once the proof verified.
+    pub(crate) fn new(attempt: u64, received: u64, retained_from: u64, params: Params) -> Self {
+        VerifiedResume {
+            attempt,
+            received,
+            retained_from,
+            params,
+        }
+    }
+
     /// The attempt number (already checked to be fresh).
-    pub attempt: u64,
+    pub fn attempt(&self) -> u64 {
+        self.attempt
+    }
+
     /// Bytes the client has received from this side.
-    pub received: u64,
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
     /// Oldest offset the client still retains.
-    pub retained_from: u64,
+    pub fn retained_from(&self) -> u64 {
+        self.retained_from
+    }
+
     /// The client's parameters on the new transport.
-    pub params: Params,
+    pub fn params(&self) -> Params {
+        self.params
+    }
 }
 
 /// Something that happened outside the state machine.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Input<'a> {
     /// Client: the transport requested by [`Output::Connect`] is connected.
     TransportUp {
@@ -184,6 +224,7 @@ pub enum Event {
 
 /// Something for the adapter to do.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Output {
     /// Write these bytes.
     Transmit(Transmit),
@@ -241,6 +282,16 @@ pub struct Stats {
 }
 
 /// One end of a session. See the crate docs for the drive loop.
+///
+/// A client is made with [`Session::client`]; a server session only by the
+/// connection set, which admits, counts and resumes it:
+///
+/// ```compile_fail
+/// use std::time::Instant;
+/// use ft_session_core::*;
+/// let s = Session::server(Config::default(), Instant::now(), 1, TransportInfo::default(),
+///     Params::default(), SessionId([0; 16]), [0; 32]);
+/// ```
 #[derive(Debug)]
 pub struct Session {
     role: Role,
@@ -289,6 +340,10 @@ pub struct Session {
     next_attempt: Option<Instant>,
     failures: u32,
     attempt: u64,
+    /// Client: why the last resume attempt was refused without proof (an
+    /// unauthenticated REJECT, a RESUME_OK that did not verify...): the
+    /// error the session ends with if the reconnect time runs out next.
+    last_refusal: Option<SessionError>,
 
     error: Option<SessionError>,
     stats: Stats,
@@ -333,10 +388,11 @@ impl Session {
             last_rx: now,
             last_tx: now,
             handshake_deadline: None,
-            reconnect_deadline: Some(now + cfg.connect_timeout),
+            reconnect_deadline: Some(later(now, cfg.connect_timeout)),
             next_attempt: None,
             failures: 0,
             attempt: 0,
+            last_refusal: None,
             error: None,
             stats: Stats::default(),
             cfg,
@@ -355,9 +411,11 @@ impl Session {
         s
     }
 
-    /// A server session for a fresh hello (normally made by
-    /// [`crate::ConnectionSet::admit`]); its first output is the server hello.
-    pub fn server(
+    /// A server session for a fresh hello, made only by
+    /// [`crate::ConnectionSet::admit`] (a session outside the set could be
+    /// neither resumed nor counted against its limits); its first output is
+    /// the server hello.
+    pub(crate) fn server(
         config: Config,
         now: Instant,
         transport: TransportId,
@@ -454,18 +512,27 @@ impl Session {
         self.sbuf.start()
     }
 
+    /// Server: the client did more than a HELLO: it sent payload, or
+    /// acknowledged bytes, or a resume of it verified.
+    pub(crate) fn is_proven(&self) -> bool {
+        self.received > 0 || self.peer_acked > 0 || self.stats.resumes > 0
+    }
+
     /// The most bytes the stream buffer may hold under the current policy.
     pub fn retain_capacity(&self) -> u64 {
         let cap = self.cfg.send_buffer_capacity as u64;
         match self.cfg.release_policy {
             ReleasePolicy::Ack => cap,
-            ReleasePolicy::Implicit => cap + self.implicit_bound().unwrap_or(0),
+            ReleasePolicy::Implicit => cap.saturating_add(self.implicit_bound().unwrap_or(0)),
         }
     }
 
     /// Bytes `send`/`write` would accept now.
     pub fn send_capacity(&self) -> usize {
-        if self.state == SessionState::Finished || self.fin_requested {
+        // A parked session takes no writes: what it retains stays what the
+        // connection set counted against its parked-bytes budget.
+        if matches!(self.state, SessionState::Finished | SessionState::Parked) || self.fin_requested
+        {
             return 0;
         }
         let queued_end = self.sbuf.end() + self.tail.len() as u64;
@@ -684,6 +751,7 @@ impl Session {
                     self.attempt,
                     self.received,
                     self.sbuf.start(),
+                    &self.own_params(),
                 ),
             }),
             _ => ClientHello::Fresh(self.own_params()),
@@ -710,6 +778,9 @@ impl Session {
                             self.on_frames(&buf[used..], None);
                         }
                     }
+                    // Garbage where a RESUME's answer belongs proves nothing:
+                    // a failed attempt. A new session has nothing to keep.
+                    Err(e) if self.id.is_some() => self.refused(Some(Violation::Decode(e).into())),
                     Err(e) => self.fail(SessionError::ProtocolViolation(e.into())),
                 }
             }
@@ -785,10 +856,12 @@ impl Session {
         match f {
             Frame::Data { .. } | Frame::Heartbeat => {}
             Frame::Ack { received } => {
-                if received > self.high {
+                // After a resume the peer said what it had: it can have
+                // received only what was (re)sent since, up to the cursor.
+                if received > self.cursor {
                     return Err(Violation::AckBeyondSent {
                         acked: received,
-                        sent: self.high,
+                        sent: self.cursor,
                     });
                 }
                 if received < self.peer_acked {
@@ -857,15 +930,15 @@ impl Session {
     }
 
     fn on_server_reply(&mut self, reply: ServerReply) {
+        if self.id.is_some() {
+            return self.on_resume_reply(reply);
+        }
         match reply {
             ServerReply::Accept {
                 session_id,
                 secret,
                 params,
             } => {
-                if self.id.is_some() {
-                    return self.fail(SessionError::ProtocolViolation(Violation::WrongSessionId));
-                }
                 self.id = Some(session_id);
                 self.secret = Some(secret);
                 self.peer_params = params;
@@ -875,70 +948,131 @@ impl Session {
                     self.fail(e);
                 }
             }
+            ServerReply::Reject {
+                code: Code::Busy, ..
+            } => {
+                // Transient: try again later.
+                self.on_transport_lost();
+            }
+            // A new session has nothing to lose: refusals end it.
+            ServerReply::Reject {
+                code: Code::UnsupportedVersion,
+                detail,
+            } => self.end(
+                Err(SessionError::UnsupportedVersion { server: detail }),
+                false,
+            ),
+            ServerReply::Reject {
+                code: Code::Malformed,
+                ..
+            } => self.end(Err(Violation::RejectedAsMalformed.into()), false),
+            ServerReply::Reject { code, detail } => self.on_ended(code, detail),
+            ServerReply::Resumed { .. } | ServerReply::Ended { .. } => {
+                self.fail(SessionError::ProtocolViolation(Violation::WrongSessionId));
+            }
+        }
+    }
+
+    /// The answer to a RESUME. Only what is proven with the session secret
+    /// (RESUME_OK, ENDED) can end or continue the session; anything else
+    /// (a REJECT, which anyone on the path or a misrouting balancer can
+    /// send, or an answer whose proof fails) is a failed attempt, retried
+    /// within the maximum reconnect time (PROTOCOL.md 2.6).
+    fn on_resume_reply(&mut self, reply: ServerReply) {
+        let (Some(id), Some(secret)) = (self.id, self.secret) else {
+            return;
+        };
+        let refusal = match reply {
             ServerReply::Resumed {
                 session_id,
                 received,
                 params,
                 proof,
             } => {
-                let (Some(id), Some(secret)) = (self.id, self.secret) else {
-                    return self.fail(SessionError::ProtocolViolation(Violation::WrongSessionId));
-                };
                 if session_id != id {
-                    return self.fail(SessionError::ProtocolViolation(Violation::WrongSessionId));
-                }
-                if !verify_accept(&secret, &id, self.attempt, received, &proof) {
-                    return self.fail(SessionError::ProtocolViolation(Violation::BadServerProof));
-                }
-                self.peer_params = params;
-                if let Err(e) = self.resume_from(received) {
-                    // Tell the server on this transport before leaving it.
-                    self.state = SessionState::Established;
-                    return self.fail(e);
-                }
-                let attempt = self.attempt;
-                self.established(self.now);
-                self.emit(Event::Resumed {
-                    attempt,
-                    local_received: self.received,
-                    peer_received: received,
-                });
-                if let Err(e) = self.check_implicit() {
-                    self.fail(e);
+                    Some(Violation::WrongSessionId.into())
+                } else if !verify_accept(&secret, &id, self.attempt, received, &params, &proof) {
+                    Some(Violation::BadServerProof.into())
+                } else {
+                    return self.on_resumed(received, params);
                 }
             }
-            ServerReply::Reject { code, detail } => {
-                let outcome = match code {
-                    Code::Busy => {
-                        // Transient: try again later.
-                        return self.on_transport_lost();
-                    }
-                    Code::UnknownSession => Err(SessionError::UnknownSession),
-                    Code::UnsupportedVersion => {
-                        Err(SessionError::UnsupportedVersion { server: detail })
-                    }
-                    Code::Malformed => Err(Violation::RejectedAsMalformed.into()),
-                    Code::SessionClosed if self.close_sent => Ok(()),
-                    Code::SessionClosed => Err(Violation::UnexpectedSessionClosed.into()),
-                    Code::DataLost if detail & DATA_LOST_CLIENT_STREAM != 0 => {
-                        Err(SessionError::DataLost {
-                            needed: detail & !DATA_LOST_CLIENT_STREAM,
-                            retained_from: self.sbuf.start(),
-                        })
-                    }
-                    Code::DataLost => Err(SessionError::DataLost {
-                        needed: self.received,
-                        retained_from: detail,
-                    }),
-                    code => Err(SessionError::from_peer_abort(code)),
-                };
-                if let Ok(()) = outcome {
-                    let end = self.sbuf.end();
-                    self.release_to(end);
+            ServerReply::Ended {
+                session_id,
+                code,
+                detail,
+                proof,
+            } => {
+                if session_id != id {
+                    Some(Violation::WrongSessionId.into())
+                } else if !verify_ended(&secret, &id, self.attempt, code, detail, &proof) {
+                    Some(Violation::BadServerProof.into())
+                } else {
+                    return self.on_ended(code, detail);
                 }
-                self.end(outcome, false);
             }
+            ServerReply::Accept { .. } => Some(Violation::WrongSessionId.into()),
+            ServerReply::Reject { code, detail } => match code {
+                Code::Busy => None,
+                Code::UnknownSession => Some(SessionError::UnknownSession),
+                Code::UnsupportedVersion => {
+                    Some(SessionError::UnsupportedVersion { server: detail })
+                }
+                Code::Malformed => Some(Violation::RejectedAsMalformed.into()),
+                code => Some(SessionError::from_peer_abort(code)),
+            },
+        };
+        self.refused(refusal);
+    }
+
+    /// A resume attempt failed without a proven answer: back off and retry;
+    /// `refusal` is what the session ends with if the time runs out first.
+    fn refused(&mut self, refusal: Option<SessionError>) {
+        self.on_transport_lost();
+        self.last_refusal = refusal;
+    }
+
+    fn on_resumed(&mut self, received: u64, params: Params) {
+        self.peer_params = params;
+        if let Err(e) = self.resume_from(received) {
+            // Tell the server on this transport before leaving it.
+            self.state = SessionState::Established;
+            return self.fail(e);
         }
+        let attempt = self.attempt;
+        self.established(self.now);
+        self.emit(Event::Resumed {
+            attempt,
+            local_received: self.received,
+            peer_received: received,
+        });
+        if let Err(e) = self.check_implicit() {
+            self.fail(e);
+        }
+    }
+
+    /// A proven ENDED: the server ended the session, and says how.
+    fn on_ended(&mut self, code: Code, detail: u64) {
+        let outcome = match code {
+            Code::SessionClosed if self.close_sent => Ok(()),
+            Code::SessionClosed => Err(Violation::UnexpectedSessionClosed.into()),
+            Code::DataLost if detail & DATA_LOST_CLIENT_STREAM != 0 => {
+                Err(SessionError::DataLost {
+                    needed: detail & !DATA_LOST_CLIENT_STREAM,
+                    retained_from: self.sbuf.start(),
+                })
+            }
+            Code::DataLost => Err(SessionError::DataLost {
+                needed: self.received,
+                retained_from: detail,
+            }),
+            code => Err(SessionError::from_peer_abort(code)),
+        };
+        if let Ok(()) = outcome {
+            let end = self.sbuf.end();
+            self.release_to(end);
+        }
+        self.end(outcome, false);
     }
 
     fn on_resume(&mut self, transport: TransportId, resume: VerifiedResume, info: TransportInfo) {
@@ -955,17 +1089,10 @@ impl Session {
         self.peer_params = resume.params;
         self.attempt = resume.attempt;
         // Both directions are judged here, so both sides end with one verdict,
-        // in the order of PROTOCOL.md 2.4: count ahead (R4), then data lost (R5).
-        let verdict = if resume.received > self.high {
-            Err((
-                Violation::CountAhead {
-                    claimed: resume.received,
-                    sent: self.high,
-                }
-                .into(),
-                Code::ProtocolViolation,
-                0,
-            ))
+        // in the order of PROTOCOL.md 2.4: counts outside what was sent (R4),
+        // then data lost (R5).
+        let verdict = if let Err(v) = self.check_peer_count(resume.received) {
+            Err((v.into(), Code::ProtocolViolation, 0))
         } else if self.received < resume.retained_from {
             // Client-to-server bytes are gone: tell the client what we needed.
             let e = SessionError::DataLost {
@@ -978,19 +1105,31 @@ impl Session {
             self.resume_from(resume.received)
                 .map_err(|e| (e, Code::DataLost, start))
         };
-        if let Err((e, code, detail)) = verdict {
-            let reply = ServerReply::Reject { code, detail };
-            self.push_transmit(transport, FrameHead::EMPTY, reply.to_bytes());
-            return self.end(Err(e), false);
-        }
         let (Some(session_id), Some(secret)) = (self.id, self.secret) else {
             return self.fail(SessionError::Config("server session without id"));
         };
+        if let Err((e, code, detail)) = verdict {
+            // Proven with the secret, so the client takes it as final.
+            let reply = ServerReply::Ended {
+                session_id,
+                code,
+                detail,
+                proof: ended_proof(&secret, &session_id, resume.attempt, code, detail),
+            };
+            self.push_transmit(transport, FrameHead::EMPTY, reply.to_bytes());
+            return self.end(Err(e), false);
+        }
         let reply = ServerReply::Resumed {
             session_id,
             received: self.received,
             params: self.own_params(),
-            proof: accept_proof(&secret, &session_id, resume.attempt, self.received),
+            proof: accept_proof(
+                &secret,
+                &session_id,
+                resume.attempt,
+                self.received,
+                &self.own_params(),
+            ),
         };
         self.push_transmit(transport, FrameHead::EMPTY, reply.to_bytes());
         self.established(self.now);
@@ -1007,13 +1146,7 @@ impl Session {
     /// Applies the peer's count after a resume: releases what it has, and
     /// rewinds the transmit cursor to what it misses.
     fn resume_from(&mut self, peer_received: u64) -> Result<(), SessionError> {
-        if peer_received > self.high {
-            return Err(Violation::CountAhead {
-                claimed: peer_received,
-                sent: self.high,
-            }
-            .into());
-        }
+        self.check_peer_count(peer_received)?;
         if peer_received < self.sbuf.start() {
             return Err(SessionError::DataLost {
                 needed: peer_received,
@@ -1034,6 +1167,25 @@ impl Session {
         Ok(())
     }
 
+    /// R4: a peer's count in a handshake can be neither ahead of what this
+    /// side sent (up to the cursor: bytes rewound at the last resume were
+    /// not received) nor behind what the peer acknowledged before.
+    fn check_peer_count(&self, claimed: u64) -> Result<(), Violation> {
+        if claimed > self.cursor {
+            return Err(Violation::CountAhead {
+                claimed,
+                sent: self.cursor,
+            });
+        }
+        if claimed < self.peer_acked {
+            return Err(Violation::AckRegressed {
+                previous: self.peer_acked,
+                acked: claimed,
+            });
+        }
+        Ok(())
+    }
+
     fn established(&mut self, now: Instant) {
         self.state = SessionState::Established;
         self.decoder = FrameDecoder::new(self.cfg.max_frame_payload);
@@ -1050,6 +1202,12 @@ impl Session {
         // After a resume the peer learns our count from the handshake.
         self.acked_sent = self.received;
         self.pending_ack = false;
+        self.last_refusal = None;
+        // Writes were refused while parked.
+        if self.write_blocked && self.send_capacity() > 0 {
+            self.write_blocked = false;
+            self.emit(Event::Writable);
+        }
     }
 
     fn on_transport_lost(&mut self) {
@@ -1057,9 +1215,11 @@ impl Session {
             return;
         };
         let was_established = self.state == SessionState::Established;
+        // This attempt failed without a refusal (a refusal is noted after).
+        self.last_refusal = None;
         self.lose_transport(t);
         if self.reconnect_deadline.is_none() {
-            self.reconnect_deadline = Some(self.now + self.cfg.max_reconnect_time);
+            self.reconnect_deadline = Some(later(self.now, self.cfg.max_reconnect_time));
         }
         match self.role {
             Role::Server => {
@@ -1088,7 +1248,7 @@ impl Session {
         self.stats.connect_attempts += 1;
         self.state = SessionState::Connecting;
         self.next_attempt = None;
-        self.handshake_deadline = Some(self.now + self.cfg.handshake_timeout);
+        self.handshake_deadline = Some(later(self.now, self.cfg.handshake_timeout));
         self.out.push_back(Output::Connect { transport: t });
     }
 
@@ -1104,7 +1264,7 @@ impl Session {
         let r = self.next_random() % 1024;
         let delay = base / 2 + base.mul_f64(r as f64 / 2048.0);
         self.state = SessionState::Backoff;
-        self.next_attempt = Some(self.now + delay.max(Duration::from_millis(1)));
+        self.next_attempt = Some(later(self.now, delay.max(Duration::from_millis(1))));
     }
 
     fn next_random(&mut self) -> u64 {
@@ -1128,10 +1288,10 @@ impl Session {
                     if let Some(t) = self.transport.take() {
                         self.out.push_back(Output::DropTransport { transport: t });
                     }
-                    let e = if self.id.is_some() {
-                        SessionError::Expired
-                    } else {
-                        SessionError::Unreachable
+                    let e = match (self.id, self.last_refusal.take()) {
+                        (Some(_), Some(refusal)) => refusal,
+                        (Some(_), None) => SessionError::Expired,
+                        (None, _) => SessionError::Unreachable,
                     };
                     return self.end(Err(e), false);
                 }
@@ -1148,10 +1308,10 @@ impl Session {
                     // We stopped reading: silence proves nothing.
                     self.last_rx = now;
                 }
-                if now >= self.last_rx + self.cfg.idle_timeout {
+                if now >= later(self.last_rx, self.cfg.idle_timeout) {
                     return self.on_transport_lost();
                 }
-                if now >= self.last_tx + self.cfg.heartbeat_interval {
+                if now >= later(self.last_tx, self.cfg.heartbeat_interval) {
                     self.pending_heartbeat = true;
                     if self.peer_params.wants_acks && self.acked_sent < self.received {
                         self.pending_ack = true;
@@ -1170,8 +1330,8 @@ impl Session {
             }
             SessionState::Backoff => min_opt(self.reconnect_deadline, self.next_attempt),
             SessionState::Established => {
-                let idle = self.last_rx + self.cfg.idle_timeout;
-                let hb = self.last_tx + self.cfg.heartbeat_interval;
+                let idle = later(self.last_rx, self.cfg.idle_timeout);
+                let hb = later(self.last_tx, self.cfg.heartbeat_interval);
                 Some(if self.pending_heartbeat {
                     idle
                 } else {
@@ -1290,16 +1450,8 @@ impl Session {
         }
     }
 
-    /// b = own send buffer + peer receive buffer + margin, if both are known
-    /// and within [`Config::implicit_max_buffer`].
     fn implicit_bound(&self) -> Option<u64> {
-        let max = self.cfg.implicit_max_buffer;
-        let own = self.info.send_buffer.filter(|&b| b > 0 && b <= max)?;
-        let peer = Some(self.peer_params.recv_buffer).filter(|&b| b > 0 && b <= max)?;
-        Some(
-            own.saturating_add(peer)
-                .saturating_add(self.cfg.effective_implicit_margin()),
-        )
+        implicit_bound(&self.cfg, self.info, &self.peer_params)
     }
 
     fn check_implicit(&self) -> Result<(), SessionError> {
@@ -1372,6 +1524,18 @@ impl Session {
         self.emit(Event::Writable);
         self.emit(Event::Finished(outcome));
     }
+}
+
+/// b = own send buffer + peer receive buffer + margin, if both are known
+/// and within [`Config::implicit_max_buffer`] (what a peer may announce).
+pub(crate) fn implicit_bound(cfg: &Config, info: TransportInfo, peer: &Params) -> Option<u64> {
+    let max = cfg.implicit_max_buffer;
+    let own = info.send_buffer.filter(|&b| b > 0 && b <= max)?;
+    let peer = Some(peer.recv_buffer).filter(|&b| b > 0 && b <= max)?;
+    Some(
+        own.saturating_add(peer)
+            .saturating_add(cfg.effective_implicit_margin()),
+    )
 }
 
 fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

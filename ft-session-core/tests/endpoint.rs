@@ -372,6 +372,7 @@ impl Net {
                 }
                 Output::Event(Event::Finished(r)) => self.clients[i].outcome = Some(r),
                 Output::Event(_) => {}
+                o => panic!("unknown output {o:?}"),
             }
         }
         moved
@@ -462,6 +463,7 @@ impl Net {
                             }
                         }
                     }
+                    o => panic!("unknown output {o:?}"),
                 }
             }
         }

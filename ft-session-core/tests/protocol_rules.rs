@@ -19,11 +19,11 @@ use bytes::{Bytes, BytesMut};
 use ft_session_core::frame::{
     ClientHello, DecodeError, Frame, FrameHead, Params, ServerReply, MAGIC, RESUME_LEN,
 };
-use ft_session_core::handshake::{accept_proof, resume_proof};
+use ft_session_core::handshake::{accept_proof, ended_proof, resume_proof, SeededEntropy};
 use ft_session_core::{
     Admission, Code, Config, ConnectionSet, Event, HandshakeReader, HandshakeStep, Input, Output,
-    ReadError, ReleasePolicy, SeededEntropy, Session, SessionError, SessionId, SessionState,
-    SetEvent, TransportId, TransportInfo, Violation, WriteError,
+    ReadError, ReleasePolicy, Session, SessionError, SessionId, SessionState, SetEvent,
+    TransportId, TransportInfo, Violation, WriteError,
 };
 
 // ---------------------------------------------------------------------------
@@ -196,7 +196,14 @@ impl Net {
     /// An authentic RESUME for client `i`'s session.
     fn resume_msg(&self, i: usize, attempt: u64, received: u64, retained_from: u64) -> Vec<u8> {
         let id = self.sid(i);
-        let proof = resume_proof(&self.secret(i), &id, attempt, received, retained_from);
+        let proof = resume_proof(
+            &self.secret(i),
+            &id,
+            attempt,
+            received,
+            retained_from,
+            &Params::default(),
+        );
         encode_hello(&ClientHello::Resume(ft_session_core::frame::Resume {
             session_id: id,
             attempt,
@@ -306,6 +313,7 @@ impl Net {
                 }
             }
             Output::Event(e) => self.clients[i].log.push((at, Rec::Ev(e))),
+            o => panic!("unknown output {o:?}"),
         }
     }
 
@@ -492,6 +500,7 @@ impl Net {
                 log.push((at, Rec::Ev(e)));
             }
             Output::Connect { .. } => panic!("a server never connects"),
+            o => panic!("unknown output {o:?}"),
         }
     }
 
@@ -660,6 +669,19 @@ fn data_frame(offset: u64, payload: &[u8]) -> Vec<u8> {
     b
 }
 
+/// The ENDED the server sends client `0` on its `attempt`, proof included.
+fn ended_bytes(n: &Net, attempt: u64, code: Code, detail: u64) -> Vec<u8> {
+    let id = n.sid(0);
+    ServerReply::Ended {
+        session_id: id,
+        code,
+        detail,
+        proof: ended_proof(&n.secret(0), &id, attempt, code, detail),
+    }
+    .to_bytes()
+    .to_vec()
+}
+
 fn reject_bytes(code: Code, detail: u64) -> Vec<u8> {
     ServerReply::Reject { code, detail }.to_bytes().to_vec()
 }
@@ -667,7 +689,21 @@ fn reject_bytes(code: Code, detail: u64) -> Vec<u8> {
 fn decode_reply(bytes: &[u8]) -> ServerReply {
     let (r, n) = ServerReply::decode(bytes).unwrap().unwrap();
     assert_eq!(n, bytes.len(), "one whole reply");
-    r
+    match r {
+        // Proofs are checked where the attempt is known (see `ended_bytes`).
+        ServerReply::Ended { code, detail, .. } => ended(code, detail),
+        r => r,
+    }
+}
+
+/// An ENDED as `decode_reply` shows it: id and proof blanked.
+fn ended(code: Code, detail: u64) -> ServerReply {
+    ServerReply::Ended {
+        session_id: SessionId([0; 16]),
+        code,
+        detail,
+        proof: [0; 32],
+    }
 }
 
 fn is_handshake(b: &[u8]) -> bool {
@@ -1006,7 +1042,8 @@ fn r2_ended_session_reveals_nothing_without_a_valid_proof() {
     let genuine = n.resume_msg(0, 10, 0, 0);
     assert_eq!(
         n.raw_connect(&genuine).unwrap(),
-        reject_bytes(Code::SessionClosed, 0)
+        ended_bytes(&n, 10, Code::SessionClosed, 0),
+        "proven with the secret, for this attempt"
     );
 }
 
@@ -1103,8 +1140,30 @@ fn resume_releases_what_peer_received_and_retransmits_the_rest() {
     assert_eq!(read_all(n.s(0)), b"thirty bytes of client data...");
 }
 
+/// An answer to a RESUME that is not proven with the secret (PROTOCOL.md
+/// 2.6) is a failed attempt: the client drops the transport, sends nothing
+/// to whoever answered, backs off, and resumes with the real server.
+fn assert_failed_attempt(n: &mut Net, ct: TransportId, mark: usize, what: &str) {
+    let log = n.clog(0)[mark..].to_vec();
+    assert_eq!(outcome(&log), None, "{what}: not final: {log:?}");
+    assert_eq!(n.c(0).error(), None, "{what}");
+    assert!(drops(&log).contains(&ct), "{what}: transport dropped");
+    assert!(
+        aborts(&log).is_empty(),
+        "{what}: nothing is sent to an impostor"
+    );
+    assert_eq!(n.c(0).state(), SessionState::Backoff, "{what}");
+    n.c2s = pass;
+    let t = n.now + secs(3);
+    n.run_until(t);
+    assert_eq!(n.c(0).state(), SessionState::Established, "{what}");
+    n.c(0).write(b"on").unwrap();
+    n.pump();
+    assert!(read_all(n.s(0)).ends_with(b"on"), "{what}");
+}
+
 #[test]
-fn resume_ok_with_wrong_session_id_is_violation() {
+fn resume_ok_with_wrong_session_id_is_a_failed_attempt() {
     let mut n = up();
     let attempt = resuming(&mut n);
     let ct = n.c(0).transport().unwrap();
@@ -1115,20 +1174,33 @@ fn resume_ok_with_wrong_session_id_is_violation() {
         session_id: other,
         received: 0,
         params: Params::default(),
-        proof: accept_proof(&secret, &other, attempt, 0),
+        proof: accept_proof(&secret, &other, attempt, 0, &Params::default()),
     };
     n.inject_client(0, &reply.to_bytes());
-    let log = n.clog(0)[mark..].to_vec();
-    assert_failed(n.c(0), &log, &Violation::WrongSessionId.into(), Some(ct));
+    assert_failed_attempt(&mut n, ct, mark, "wrong id");
 }
 
 #[test]
-fn resume_ok_with_bad_proof_is_violation() {
+fn resume_ok_with_bad_proof_is_a_failed_attempt() {
     type Forge = fn(&[u8; 32], &SessionId, u64) -> [u8; 32];
-    let variants: [(&str, Forge); 3] = [
-        ("wrong secret", |_, id, a| accept_proof(&[0; 32], id, a, 0)),
-        ("older attempt", |s, id, a| accept_proof(s, id, a - 1, 0)),
-        ("client's label", |s, id, a| resume_proof(s, id, a, 0, 0)),
+    let p = Params::default();
+    let variants: [(&str, Forge); 4] = [
+        ("wrong secret", |_, id, a| {
+            accept_proof(&[0; 32], id, a, 0, &Params::default())
+        }),
+        ("older attempt", |s, id, a| {
+            accept_proof(s, id, a - 1, 0, &Params::default())
+        }),
+        ("client's label", |s, id, a| {
+            resume_proof(s, id, a, 0, 0, &Params::default())
+        }),
+        ("other params", |s, id, a| {
+            let p = Params {
+                recv_buffer: 1,
+                ..Params::default()
+            };
+            accept_proof(s, id, a, 0, &p)
+        }),
     ];
     for (what, forge) in variants {
         let mut n = up();
@@ -1139,21 +1211,16 @@ fn resume_ok_with_bad_proof_is_violation() {
         let reply = ServerReply::Resumed {
             session_id: id,
             received: 0,
-            params: Params::default(),
+            params: p,
             proof: forge(&n.secret(0), &id, attempt),
         };
         n.inject_client(0, &reply.to_bytes());
-        let log = n.clog(0)[mark..].to_vec();
-        assert_failed(n.c(0), &log, &Violation::BadServerProof.into(), Some(ct));
-        assert!(
-            aborts(&log).is_empty(),
-            "{what}: nothing is sent to an impostor"
-        );
+        assert_failed_attempt(&mut n, ct, mark, what);
     }
 }
 
 #[test]
-fn server_hello_in_answer_to_resume_is_wrong_session_id() {
+fn server_hello_in_answer_to_resume_is_a_failed_attempt() {
     let mut n = up();
     resuming(&mut n);
     let ct = n.c(0).transport().unwrap();
@@ -1164,8 +1231,77 @@ fn server_hello_in_answer_to_resume_is_wrong_session_id() {
         params: Params::default(),
     };
     n.inject_client(0, &reply.to_bytes());
+    assert_failed_attempt(&mut n, ct, mark, "SERVER_HELLO");
+}
+
+#[test]
+fn unproven_rejects_and_forged_ended_are_failed_attempts() {
+    let forged_ended = |n: &Net| {
+        ServerReply::Ended {
+            session_id: n.sid(0),
+            code: Code::SessionClosed,
+            detail: 0,
+            proof: [7; 32],
+        }
+        .to_bytes()
+        .to_vec()
+    };
+    for code in [
+        Code::UnknownSession,
+        Code::SessionClosed,
+        Code::Expired,
+        Code::Evicted,
+        Code::DataLost,
+        Code::ProtocolViolation,
+        Code::Malformed,
+        Code::UnsupportedVersion,
+        Code::Busy,
+    ] {
+        let mut n = up();
+        resuming(&mut n);
+        let ct = n.c(0).transport().unwrap();
+        let mark = n.clog(0).len();
+        n.inject_client(0, &reject_bytes(code, 0));
+        assert_failed_attempt(&mut n, ct, mark, &format!("REJECT {code:?}"));
+    }
+    let mut n = up();
+    resuming(&mut n);
+    let ct = n.c(0).transport().unwrap();
+    let mark = n.clog(0).len();
+    let bytes = forged_ended(&n);
+    n.inject_client(0, &bytes);
+    assert_failed_attempt(&mut n, ct, mark, "ENDED with a bad proof");
+    let mut n = up();
+    resuming(&mut n);
+    let ct = n.c(0).transport().unwrap();
+    let mark = n.clog(0).len();
+    n.inject_client(0, b"FTSS\x01\x7f garbage");
+    assert_failed_attempt(&mut n, ct, mark, "garbage");
+}
+
+#[test]
+fn code_1_unknown_session_is_retried_until_max_reconnect_time() {
+    let mut n = up();
+    n.c(0).write(b"sent").unwrap();
+    n.pump();
+    // Every attempt meets a server that does not know the session.
+    n.set = ConnectionSet::new(Config::default());
+    n.servers.clear();
+    let mark = n.clog(0).len();
+    n.kill(0);
+    assert_ne!(n.c(0).state(), SessionState::Finished);
+    n.run_until(n.at(secs(29)));
+    assert_ne!(
+        n.c(0).state(),
+        SessionState::Finished,
+        "retried within the limit"
+    );
+    n.run_until(n.at(secs(31)));
     let log = n.clog(0)[mark..].to_vec();
-    assert_failed(n.c(0), &log, &Violation::WrongSessionId.into(), Some(ct));
+    assert_failed(n.c(0), &log, &SessionError::UnknownSession, None);
+    let refused = n.set.counts().rejected_resumes;
+    assert!(refused > 5, "{refused} attempts");
+    assert!(connects(&log).len() as u64 >= refused);
 }
 
 #[test]
@@ -1180,13 +1316,7 @@ fn r4_resume_count_ahead_is_rejected_with_protocol_violation() {
     let smark = n.slog(0).len();
     let forged = n.resume_msg(0, 2, 6, 0);
     let reply = n.raw_connect(&forged).unwrap();
-    assert_eq!(
-        decode_reply(&reply),
-        ServerReply::Reject {
-            code: Code::ProtocolViolation,
-            detail: 0
-        }
-    );
+    assert_eq!(decode_reply(&reply), ended(Code::ProtocolViolation, 0));
     let slog = n.slog(0)[smark..].to_vec();
     let expected = Violation::CountAhead {
         claimed: 6,
@@ -1206,10 +1336,7 @@ fn r4_resume_count_ahead_is_rejected_with_protocol_violation() {
     n.run_until(n.at(secs(1)));
     assert_eq!(
         decode_reply(n.set_replies.last().unwrap()),
-        ServerReply::Reject {
-            code: Code::ProtocolViolation,
-            detail: 0
-        }
+        ended(Code::ProtocolViolation, 0)
     );
     let log = n.clog(0).clone();
     let reported = SessionError::ProtocolViolation(Violation::ReportedByPeer);
@@ -1229,7 +1356,7 @@ fn r4_resume_ok_count_ahead_ends_client_with_count_ahead_and_abort() {
         session_id: id,
         received: 6,
         params: Params::default(),
-        proof: accept_proof(&n.secret(0), &id, attempt, 6),
+        proof: accept_proof(&n.secret(0), &id, attempt, 6, &Params::default()),
     };
     n.inject_client(0, &reply.to_bytes());
     let log = n.clog(0)[mark..].to_vec();
@@ -1251,13 +1378,7 @@ fn r4_count_ahead_is_judged_before_data_lost() {
     // received 6 > 5 sent (R4) and retained_from 1 > 0 received (R5).
     let forged = n.resume_msg(0, 2, 6, 1);
     let reply = n.raw_connect(&forged).unwrap();
-    assert_eq!(
-        decode_reply(&reply),
-        ServerReply::Reject {
-            code: Code::ProtocolViolation,
-            detail: 0
-        }
-    );
+    assert_eq!(decode_reply(&reply), ended(Code::ProtocolViolation, 0));
     assert_eq!(
         n.s(0).error(),
         Some(
@@ -1305,10 +1426,8 @@ fn r5_server_missing_bytes_the_client_released_is_data_lost() {
     let new_st = n.next_server_t;
     assert_eq!(
         replies(&slog),
-        vec![ServerReply::Reject {
-            code: Code::DataLost,
-            detail: CLIENT_STREAM // | 0: the offset the server needed
-        }]
+        // Bit 63 and 0: the offset the server needed.
+        vec![ended(Code::DataLost, CLIENT_STREAM)]
     );
     let server_err = SessionError::DataLost {
         needed: 0,
@@ -1322,10 +1441,7 @@ fn r5_server_missing_bytes_the_client_released_is_data_lost() {
     let late = n.resume_msg(0, 9, 0, 80);
     assert_eq!(
         decode_reply(&n.raw_connect(&late).unwrap()),
-        ServerReply::Reject {
-            code: Code::DataLost,
-            detail: 0
-        }
+        ended(Code::DataLost, 0)
     );
 }
 
@@ -1362,13 +1478,7 @@ fn r5_client_missing_bytes_the_server_released_is_data_lost() {
     n.kill(0);
     let slog = n.slog(0)[smark..].to_vec();
     let new_st = n.next_server_t;
-    assert_eq!(
-        replies(&slog),
-        vec![ServerReply::Reject {
-            code: Code::DataLost,
-            detail: 80
-        }]
-    );
+    assert_eq!(replies(&slog), vec![ended(Code::DataLost, 80)]);
     let err = SessionError::DataLost {
         needed: 0,
         retained_from: 80,
@@ -1394,7 +1504,7 @@ fn r5_resume_ok_below_client_retained_ends_data_lost_with_abort() {
         session_id: id,
         received: 0,
         params: Params::default(),
-        proof: accept_proof(&n.secret(0), &id, attempt, 0),
+        proof: accept_proof(&n.secret(0), &id, attempt, 0, &Params::default()),
     };
     n.inject_client(0, &reply.to_bytes());
     let log = n.clog(0)[mark..].to_vec();
@@ -2012,10 +2122,7 @@ fn r13_abort_ends_both_sides_at_once_with_code() {
     let late = n.resume_msg(0, 9, 0, 0);
     assert_eq!(
         decode_reply(&n.raw_connect(&late).unwrap()),
-        ServerReply::Reject {
-            code: Code::Application(0x1234),
-            detail: 0
-        }
+        ended(Code::Application(0x1234), 0)
     );
 }
 
@@ -2037,27 +2144,6 @@ fn r13_application_codes_below_range_are_raised() {
 // ---------------------------------------------------------------------------
 // 3.1 Codes
 // ---------------------------------------------------------------------------
-
-#[test]
-fn code_1_unknown_session_after_server_restart() {
-    let mut n = up();
-    // The server restarts: a new, empty connection set.
-    n.set = ConnectionSet::new(Config::default());
-    n.servers.clear();
-    let mark = n.clog(0).len();
-    n.kill(0);
-    assert_eq!(
-        decode_reply(n.set_replies.last().unwrap()),
-        ServerReply::Reject {
-            code: Code::UnknownSession,
-            detail: 0
-        }
-    );
-    let log = n.clog(0)[mark..].to_vec();
-    let t = connects(&log)[0].1;
-    assert_failed(n.c(0), &log, &SessionError::UnknownSession, Some(t));
-    assert_eq!(n.set.counts().rejected_resumes, 1);
-}
 
 #[test]
 fn code_2_unsupported_version_hello_gets_reject_with_server_version() {
@@ -2206,10 +2292,7 @@ fn code_5_session_closed_after_lost_last_close_ends_client_ok() {
     assert_eq!(n.c(0).stats().connect_attempts, 2);
     assert_eq!(
         decode_reply(n.set_replies.last().unwrap()),
-        ServerReply::Reject {
-            code: Code::SessionClosed,
-            detail: 0
-        }
+        ended(Code::SessionClosed, 0)
     );
     let clog = n.clog(0).clone();
     assert_closed_ok(n.c(0), &clog);
@@ -2221,9 +2304,11 @@ fn code_5_session_closed_after_lost_last_close_ends_client_ok() {
 
 #[test]
 fn code_5_session_closed_without_own_close_is_violation() {
-    let mut n = handshaking();
+    let mut n = up();
+    let attempt = resuming(&mut n);
     let ct = n.c(0).transport().unwrap();
-    n.inject_client(0, &reject_bytes(Code::SessionClosed, 0));
+    let bytes = ended_bytes(&n, attempt, Code::SessionClosed, 0);
+    n.inject_client(0, &bytes);
     let log = n.clog(0).clone();
     assert_failed(
         n.c(0),
@@ -2234,11 +2319,14 @@ fn code_5_session_closed_without_own_close_is_violation() {
 }
 
 #[test]
-fn code_6_data_lost_reject_ends_client_with_data_lost() {
-    let mut n = handshaking();
+fn code_6_data_lost_ended_ends_client_with_data_lost() {
+    let mut n = up();
+    let attempt = resuming(&mut n);
     let ct = n.c(0).transport().unwrap();
-    n.inject_client(0, &reject_bytes(Code::DataLost, 80));
-    let log = n.clog(0).clone();
+    let mark = n.clog(0).len();
+    let bytes = ended_bytes(&n, attempt, Code::DataLost, 80);
+    n.inject_client(0, &bytes);
+    let log = n.clog(0)[mark..].to_vec();
     // Bit 63 clear: the server's stream broke; the detail is what it retains.
     let err = SessionError::DataLost {
         needed: 0,
@@ -2246,8 +2334,10 @@ fn code_6_data_lost_reject_ends_client_with_data_lost() {
     };
     assert_failed(n.c(0), &log, &err, Some(ct));
     // Bit 63 set: the client's stream broke; the detail is what the server needed.
-    let mut n = handshaking();
-    n.inject_client(0, &reject_bytes(Code::DataLost, CLIENT_STREAM | 5));
+    let mut n = up();
+    let attempt = resuming(&mut n);
+    let bytes = ended_bytes(&n, attempt, Code::DataLost, CLIENT_STREAM | 5);
+    n.inject_client(0, &bytes);
     assert_eq!(
         n.c(0).error(),
         Some(&SessionError::DataLost {
@@ -2289,14 +2379,13 @@ fn code_7_protocol_violation_reaches_peer_and_late_resume() {
     let late = n.resume_msg(0, 9, 0, 0);
     assert_eq!(
         decode_reply(&n.raw_connect(&late).unwrap()),
-        ServerReply::Reject {
-            code: Code::ProtocolViolation,
-            detail: 0
-        }
+        ended(Code::ProtocolViolation, 0)
     );
     // A resuming client told PROTOCOL_VIOLATION ends with ReportedByPeer.
-    let mut n = handshaking();
-    n.inject_client(0, &reject_bytes(Code::ProtocolViolation, 0));
+    let mut n = up();
+    let attempt = resuming(&mut n);
+    let bytes = ended_bytes(&n, attempt, Code::ProtocolViolation, 0);
+    n.inject_client(0, &bytes);
     assert_eq!(
         n.c(0).error(),
         Some(&SessionError::ProtocolViolation(Violation::ReportedByPeer))
@@ -2321,10 +2410,7 @@ fn code_8_expired_parked_session_answers_late_resume_with_expired() {
     n.run_until(n.at(secs(34)));
     assert_eq!(
         decode_reply(n.set_replies.last().unwrap()),
-        ServerReply::Reject {
-            code: Code::Expired,
-            detail: 0
-        }
+        ended(Code::Expired, 0)
     );
     let clog = n.clog(0).clone();
     let t = connects(&clog).last().unwrap().1;
@@ -2379,11 +2465,10 @@ fn code_9_evicted_by_max_parked_answers_resume_with_evicted() {
     n.run_until(n.at(secs(5)));
     let clog = n.clog(0).clone();
     assert_failed(n.c(0), &clog, &SessionError::Evicted, None);
-    assert!(n.set_replies.iter().any(|r| decode_reply(r)
-        == ServerReply::Reject {
-            code: Code::Evicted,
-            detail: 0
-        }));
+    assert!(n
+        .set_replies
+        .iter()
+        .any(|r| decode_reply(r) == ended(Code::Evicted, 0)));
     assert_eq!(n.c(other).state(), SessionState::Established);
     assert_eq!(n.s(other).state(), SessionState::Established);
 }
@@ -2407,10 +2492,7 @@ fn code_9_evicted_by_parked_bytes_budget() {
     assert_failed(n.c(0), &clog, &SessionError::Evicted, None);
     assert_eq!(
         decode_reply(n.set_replies.last().unwrap()),
-        ServerReply::Reject {
-            code: Code::Evicted,
-            detail: 0
-        }
+        ended(Code::Evicted, 0)
     );
 }
 
@@ -2455,10 +2537,7 @@ fn tombstone_answers_until_max_reconnect_time_then_unknown_session() {
     let msg = n.resume_msg(0, 10, 0, 0);
     assert_eq!(
         decode_reply(&n.raw_connect(&msg).unwrap()),
-        ServerReply::Reject {
-            code: Code::SessionClosed,
-            detail: 0
-        }
+        ended(Code::SessionClosed, 0)
     );
     n.run_until(n.at(secs(30)));
     let msg = n.resume_msg(0, 11, 0, 0);
@@ -2496,10 +2575,7 @@ fn tombstones_are_bounded_by_max_parked() {
     );
     assert_eq!(
         decode_reply(&n.raw_connect(&second).unwrap()),
-        ServerReply::Reject {
-            code: Code::Application(0x1002),
-            detail: 0
-        }
+        ended(Code::Application(0x1002), 0)
     );
 }
 
@@ -2804,4 +2880,327 @@ fn full_receive_queue_does_not_block_the_resume_handshake() {
     );
     assert_eq!(c.state(), SessionState::Handshaking);
     assert!(c.wants_input(), "the handshake answer must be read");
+}
+
+// ---------------------------------------------------------------------------
+// Holes closed after review (issue 10, section 2): each test failed before
+// its fix.
+// ---------------------------------------------------------------------------
+
+/// A stranger's transport: a fresh HELLO of 23 bytes, admitted, then the
+/// transport drops at once without a byte more (its session parks).
+fn stranger_hello_then_drop(n: &mut Net) -> SessionId {
+    n.next_server_t += 1;
+    let st = n.next_server_t;
+    let now = n.now;
+    let hello = encode_hello(&ClientHello::Fresh(Params::default()));
+    assert_eq!(hello.len(), 23);
+    let mut reader = HandshakeReader::new(now, n.set.config());
+    let HandshakeStep::Hello { hello, .. } = reader.feed(&hello) else {
+        panic!("a HELLO is read whole");
+    };
+    let info = n.server_info;
+    let Admission::Fresh(mut s) = n.set.admit(now, st, info, hello, &mut n.entropy) else {
+        panic!("a fresh HELLO below max_sessions is admitted");
+    };
+    let id = s.session_id().unwrap();
+    s.handle_input(now, Input::TransportLost { transport: st });
+    n.servers.insert(
+        id,
+        Server {
+            s: *s,
+            log: Vec::new(),
+        },
+    );
+    n.pump();
+    id
+}
+
+#[test]
+fn hole_1_strangers_hellos_never_evict_a_proven_parked_session() {
+    let mut n = up();
+    n.c(0).write(b"proven").unwrap();
+    n.s(0).write(b"both ways").unwrap();
+    n.pump();
+    assert_eq!(read_all(n.s(0)), b"proven");
+    assert_eq!(read_all(n.c(0)), b"both ways");
+    n.accept = false;
+    n.kill(0);
+    assert_eq!(n.s(0).state(), SessionState::Parked);
+    // Later, as many strangers as max_parked (1,000), each gone at once.
+    n.run_until(n.at(ms(10)));
+    for _ in 0..Config::default().max_parked {
+        stranger_hello_then_drop(&mut n);
+    }
+    assert_eq!(
+        n.s(0).state(),
+        SessionState::Parked,
+        "the proven session is still parked"
+    );
+    n.run_until(n.at(ms(200)));
+    n.accept = true;
+    n.run_until(n.at(secs(3)));
+    assert_eq!(
+        n.c(0).state(),
+        SessionState::Established,
+        "{:?}",
+        n.c(0).error()
+    );
+    assert_eq!(n.s(0).state(), SessionState::Established);
+    assert!(n.set.counts().evicted > 0, "strangers displaced strangers");
+    n.c(0).write(b" again").unwrap();
+    n.pump();
+    assert_eq!(read_all(n.s(0)), b" again");
+}
+
+#[test]
+fn hole_2_parked_bytes_budget_holds_while_parked_sessions_are_written() {
+    const MIB: usize = 1 << 20;
+    let mut s = Config::default();
+    s.parked_bytes_budget = MIB as u64;
+    let mut n = up_with(Config::default(), s);
+    for _ in 1..12 {
+        n.add_client(Config::default(), TransportInfo::default());
+    }
+    n.pump();
+    n.accept = false;
+    for i in 0..12 {
+        n.kill(i);
+        assert_eq!(n.s(i).state(), SessionState::Parked);
+    }
+    // The application keeps writing to its parked sessions.
+    for i in 0..12 {
+        let _ = n.s(i).write(&pattern(MIB));
+    }
+    n.pump();
+    let real: u64 = n
+        .servers
+        .values()
+        .filter(|s| s.s.state() == SessionState::Parked)
+        .map(|s| s.s.retained())
+        .sum();
+    assert!(
+        real <= MIB as u64,
+        "parked sessions retain {real} bytes, the set believes {}",
+        n.set.counts().parked_bytes
+    );
+    assert_eq!(n.set.counts().parked_bytes, real);
+    // Back from parking, a blocked writer is told it may write again.
+    n.accept = true;
+    let mark = n.slog(0).len();
+    n.run_until(n.at(secs(3)));
+    assert_eq!(n.s(0).state(), SessionState::Established);
+    assert!(events(&n.slog(0)[mark..]).contains(&Event::Writable));
+    n.s(0).write(b"after").unwrap();
+    n.pump();
+    let got = read_all(n.c(0));
+    assert!(got.ends_with(b"after"), "{} bytes", got.len());
+}
+
+#[test]
+fn hole_3_implicit_retention_is_bounded_set_wide_whatever_peers_announce() {
+    const MIB: u64 = 1 << 20;
+    let implicit = || {
+        let mut c = Config::default();
+        c.release_policy = ReleasePolicy::Implicit;
+        c
+    };
+    // Every client announces a 64 MiB receive buffer (at implicit_max_buffer).
+    let client_info = TransportInfo {
+        send_buffer: Some(512 * 1024),
+        recv_buffer: Some(64 * MIB),
+    };
+    let server_info = TransportInfo {
+        send_buffer: Some(512 * 1024),
+        recv_buffer: Some(512 * 1024),
+    };
+    let mut n = Net::with_info(implicit(), client_info, implicit(), server_info);
+    for _ in 1..80 {
+        n.add_client(implicit(), client_info);
+    }
+    n.pump();
+    // What each may retain beyond its own send buffer: its implicit bound b.
+    let cap = Config::default().send_buffer_capacity as u64;
+    let reserved: u64 = n
+        .servers
+        .values()
+        .map(|s| s.s.retain_capacity() - cap)
+        .sum();
+    // The set-wide default budget: 4 GiB for every implicit session together.
+    assert!(
+        reserved <= 4 << 30,
+        "{} server sessions may retain {reserved} bytes together",
+        n.servers.len()
+    );
+    assert_eq!(n.set.counts().implicit_reserved, reserved);
+    let one = n.s(0).retain_capacity() - cap;
+    assert!(one > 64 * MIB, "each peer still gets its bound: {one}");
+    // Those refused were told BUSY and keep trying (a fresh session's
+    // connect_timeout then ends them).
+    assert!(n.set_replies.iter().any(|r| matches!(
+        decode_reply(r),
+        ServerReply::Reject {
+            code: Code::Busy,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn hole_4_ack_beyond_what_was_resent_after_a_resume_is_violation() {
+    let mut n = up();
+    // 1,000 server bytes sent on a transport that loses them.
+    n.s2c = cut;
+    n.s(0).write(&pattern(1000)).unwrap();
+    n.pump();
+    n.s2c = pass;
+    let id = n.sid(0);
+    let secret = n.secret(0);
+    // The client resumes having received nothing: the server rewinds to 0.
+    let attempt = resuming(&mut n);
+    let bytes = n.captured.last().unwrap().clone();
+    let now = n.now;
+    let mut reader = HandshakeReader::new(now, n.set.config());
+    let HandshakeStep::Hello { hello, .. } = reader.feed(&bytes) else {
+        panic!("the captured RESUME is whole");
+    };
+    n.next_server_t += 1;
+    let st = n.next_server_t;
+    let info = n.server_info;
+    let Admission::Resume { resume, .. } = n.set.admit(now, st, info, hello, &mut n.entropy) else {
+        panic!("the genuine RESUME is admitted");
+    };
+    let _ = (id, secret, attempt);
+    let s = n.s(0);
+    s.handle_input(
+        now,
+        Input::Resume {
+            transport: st,
+            resume,
+            info,
+        },
+    );
+    // Before anything is resent, the (authenticated) peer acknowledges all
+    // 1,000 bytes it just said it never received.
+    s.handle_input(
+        now,
+        Input::Received {
+            transport: st,
+            data: &ctl(&Frame::Ack { received: 1000 }),
+        },
+    );
+    let mut log = Vec::new();
+    while let Some(o) = s.poll_output() {
+        log.push(o);
+    }
+    assert_eq!(
+        s.error(),
+        Some(&SessionError::ProtocolViolation(Violation::AckBeyondSent {
+            acked: 1000,
+            sent: 0
+        })),
+        "state {:?}, outputs {log:?}",
+        s.state()
+    );
+}
+
+#[test]
+fn hole_4_resume_count_below_an_earlier_ack_is_violation() {
+    let mut n = up();
+    n.s(0).write(&pattern(1000)).unwrap();
+    n.pump();
+    assert_eq!(read_all(n.c(0)).len(), 1000);
+    // The client acknowledges on its next heartbeat tick.
+    n.run_until(n.at(secs(2)));
+    assert_eq!(n.s(0).retained(), 0, "acknowledged and released");
+    n.notify_loss = false;
+    let attempt = n.c(0).attempt() + 5;
+    // An authentic RESUME (the peer knows the secret) that claims less
+    // than it acknowledged.
+    let lie = n.resume_msg(0, attempt, 100, 0);
+    let reply = n.raw_connect(&lie).unwrap();
+    let expected = SessionError::ProtocolViolation(Violation::AckRegressed {
+        previous: 1000,
+        acked: 100,
+    });
+    assert_eq!(n.s(0).error(), Some(&expected), "reply {reply:?}");
+}
+
+#[test]
+fn hole_6_unknown_ids_cost_one_proof_like_known_ones() {
+    let mut n = up();
+    let before = n.set.counts();
+    let mut unknown = n.resume_msg(0, 9, 0, 0);
+    unknown[6] ^= 0xff;
+    let reply = n.raw_connect(&unknown).unwrap();
+    assert_eq!(reply, reject_bytes(Code::UnknownSession, 0));
+    let after_unknown = n.set.counts();
+    let mut wrong_proof = n.resume_msg(0, 9, 0, 0);
+    wrong_proof[RESUME_LEN - 1] ^= 1;
+    n.raw_connect(&wrong_proof).unwrap();
+    let after_known = n.set.counts();
+    assert_eq!(
+        after_unknown.proofs_computed - before.proofs_computed,
+        after_known.proofs_computed - after_unknown.proofs_computed,
+        "the same work for an unknown id as for a known one"
+    );
+    assert_eq!(after_known.proofs_computed - before.proofs_computed, 2);
+}
+
+#[test]
+fn hole_6_resume_params_are_covered_by_the_proof() {
+    let mut n = up();
+    n.notify_loss = false;
+    let attempt = resuming(&mut n);
+    let genuine = n.captured.last().unwrap().clone();
+    // Flip the announced receive buffer (Params at offset 46: flags,
+    // retain_capacity, recv_buffer).
+    let mut altered = genuine.clone();
+    altered[46 + 1 + 8 + 7] ^= 0x40;
+    assert_ne!(altered, genuine);
+    let reply = n.raw_connect(&altered).unwrap();
+    assert_eq!(
+        reply,
+        reject_bytes(Code::UnknownSession, 0),
+        "altered params of attempt {attempt} must not verify"
+    );
+}
+
+#[test]
+fn hole_7_durations_that_overflow_are_refused_or_harmless() {
+    for huge in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+        let mut c = Config::default();
+        c.max_reconnect_time = huge;
+        if c.validate().is_err() {
+            continue;
+        }
+        // Validated: then a loss and a resume must not panic.
+        let mut n = up_with(c.clone(), c);
+        n.kill(0);
+        n.run_until(n.at(secs(1)));
+        assert_eq!(n.c(0).state(), SessionState::Established);
+    }
+}
+
+#[test]
+fn hole_8_injected_reject_on_a_resume_is_retried_not_final() {
+    let mut n = up();
+    n.c(0).write(b"before").unwrap();
+    n.pump();
+    assert_eq!(read_all(n.s(0)), b"before");
+    resuming(&mut n);
+    // A misrouting balancer (or anyone on the path) answers UNKNOWN_SESSION.
+    n.inject_client(0, &reject_bytes(Code::UnknownSession, 0));
+    assert_ne!(
+        n.c(0).state(),
+        SessionState::Finished,
+        "an unauthenticated REJECT does not end a session: {:?}",
+        n.c(0).error()
+    );
+    n.c2s = pass;
+    n.run_until(n.at(secs(3)));
+    assert_eq!(n.c(0).state(), SessionState::Established);
+    n.c(0).write(b" after").unwrap();
+    n.pump();
+    assert_eq!(read_all(n.s(0)), b" after");
 }

@@ -225,6 +225,8 @@ impl Shared {
                     }
                 }
                 Output::Event(e) => on_event(g, now, e),
+                // A later core's outputs this driver does not know: nothing to do.
+                _ => {}
             }
         }
         self.notify(g);

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ft_session_core::{
-    frame::ClientHello, Admission, Config, ConnectionSet, HandshakeReader, HandshakeStep, Input,
+    Admission, ClientHello, Config, ConnectionSet, HandshakeReader, HandshakeStep, Input,
     SessionError, SessionId, SetCounts, SetEvent,
 };
 use tracing::{debug, info, warn};

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ft_session_core::frame::{ClientHello, Params, Resume, ServerReply, SessionId, SECRET_LEN};
-use ft_session_core::handshake::resume_proof;
+use ft_session_core::handshake::{resume_proof, verify_ended, SeededEntropy};
 use ft_session_core::{
     Admission, Code, Config, ConnectionSet, Event, HandshakeReader, HandshakeStep, Input, Output,
-    SeededEntropy, Session, SessionError, SetEvent, TransportInfo,
+    Session, SessionError, SessionState, SetEvent, TransportInfo,
 };
 
 /// Where the model thinks a session is.
@@ -157,6 +157,19 @@ impl Harness {
             self.cfg.max_sessions
         );
         assert_eq!(self.set.live(), c.attached + c.parked);
+        // What parked sessions really retain, not the set's own bookkeeping.
+        let real: u64 = self
+            .known
+            .iter()
+            .filter(|k| k.session.state() == SessionState::Parked)
+            .map(|k| k.session.retained())
+            .sum();
+        assert!(
+            real <= self.cfg.parked_bytes_budget,
+            "parked sessions retain {real} bytes > budget {}",
+            self.cfg.parked_bytes_budget
+        );
+        assert_eq!(real, c.parked_bytes, "the set counts what parked sessions retain");
         let model_live = self
             .known
             .iter()
@@ -408,6 +421,7 @@ impl Harness {
             r.attempt,
             r.received,
             r.retained_from,
+            &r.params,
         ) == r.proof;
         if !valid {
             assert_unknown(&adm, "wrong proof");
@@ -438,7 +452,32 @@ impl Harness {
                         if code != Code::Other(0) {
                             assert_eq!(got, code, "an ended session answers how it ended");
                         }
-                        assert_reject_bytes(&reply, got);
+                        // Proven with the secret for this attempt: final for the client.
+                        match ServerReply::decode(&reply) {
+                            Ok(Some((
+                                ServerReply::Ended {
+                                    session_id,
+                                    code: c,
+                                    detail,
+                                    proof,
+                                },
+                                n,
+                            ))) => {
+                                assert_eq!((session_id, c, n), (r.session_id, got, reply.len()));
+                                assert!(
+                                    verify_ended(
+                                        &self.known[i].secret,
+                                        &session_id,
+                                        r.attempt,
+                                        c,
+                                        detail,
+                                        &proof
+                                    ),
+                                    "an ENDED proves itself"
+                                );
+                            }
+                            other => panic!("an ended session answers ENDED, not {other:?}"),
+                        }
                     }
                     other => panic!("ended session ({code:?}) admitted: {other:?}"),
                 }
@@ -451,10 +490,10 @@ impl Harness {
                 assert_eq!(session_id, r.session_id);
                 assert_eq!(
                     (
-                        resume.attempt,
-                        resume.received,
-                        resume.retained_from,
-                        resume.params
+                        resume.attempt(),
+                        resume.received(),
+                        resume.retained_from(),
+                        resume.params()
                     ),
                     (r.attempt, r.received, r.retained_from, r.params)
                 );
@@ -497,7 +536,7 @@ impl Harness {
             received,
             retained_from,
             params,
-            proof: resume_proof(&k.secret, &k.id, attempt, received, retained_from),
+            proof: resume_proof(&k.secret, &k.id, attempt, received, retained_from, &params),
         })
     }
 
@@ -519,6 +558,9 @@ impl Harness {
             .handle_input(self.now, Input::TransportLost { transport });
         self.drain(i);
         self.drain_set();
+        // The application keeps writing to its parked session.
+        let _ = self.known[i].session.write(&data);
+        self.drain(i);
         self.check_limits();
     }
 
