@@ -4,8 +4,12 @@
 //! buffer sizes in flight, and suffer scheduled faults at exact byte offsets:
 //! crashes that each side learns of at a different time (or never),
 //! blackholes, pauses, stale bytes from superseded transports, failed
-//! connects, outages and replayed resumes. Stepping is bounded, so a livelock
-//! is an error instead of a hang.
+//! connects, outages and replayed resumes; faults on the server's transport
+//! alone, loss in one direction only, crashes during backoff, stale bytes at
+//! a handshake reader, an old resume overtaking a newer one, silent connects
+//! that expire the reader, buffer sizes changing between transports, and
+//! lying peers. Stepping is bounded, so a livelock is an error instead of a
+//! hang.
 //!
 //! Used by this crate's property tests, the fuzz targets and the adapters'
 //! tests; enable with the `sim` feature. Nothing here reads a clock: the
@@ -21,7 +25,7 @@ use crate::connection_set::{Admission, ConnectionSet, SetEvent};
 use crate::error::{ReadError, SessionError, WriteError};
 use crate::frame::SessionId;
 use crate::handshake::{HandshakeReader, HandshakeStep, SeededEntropy};
-use crate::session::{Event, Input, Output, Session, Transmit, TransportId};
+use crate::session::{Event, Input, Output, Session, SessionState, Transmit, TransportId};
 
 /// A small deterministic generator (splitmix64) for schedules and chunking.
 #[derive(Debug, Clone)]
@@ -94,7 +98,49 @@ pub enum Fault {
         /// How long, in ms.
         ms: u32,
     },
+    /// The transport the server's session uses dies on the server's side
+    /// alone: the server learns after the delay (or never); the client,
+    /// whose end stays open, finds out by idle timeout (half-open from the
+    /// other side).
+    ServerCrash {
+        /// When the server learns, in ms.
+        server_notice_ms: Option<u16>,
+    },
+    /// From now on the current transport silently loses every byte in one
+    /// direction (the other still delivers).
+    OneWay {
+        /// The client-to-server direction (else server-to-client).
+        to_server: bool,
+    },
+    /// The transport dies, the client's next connect fails, and while the
+    /// client backs off the server learns of the loss.
+    CrashInBackoff,
+    /// The next transport's server end first receives stale bytes from an
+    /// older transport, before the client's own: its handshake reader must
+    /// not admit them.
+    StaleHandshake,
+    /// The resume before the last one is replayed on a new transport, after
+    /// the newer one was seen: an old resume overtaking a newer one.
+    ResumeOvertaken,
+    /// The next transport connects but delivers nothing from the client: the
+    /// server's handshake reader expires, the client's handshake times out.
+    SilentConnect,
+    /// Transports from now on have other (truthfully declared) buffer sizes.
+    ResizeBuffers {
+        /// Index into a small table of sizes.
+        size: u8,
+    },
+    /// An authenticated peer lies: an ACK for bytes never sent reaches one
+    /// side on its live transport (both sides must end with a violation).
+    LyingAck {
+        /// Delivered to the server (else to the client).
+        to_server: bool,
+    },
 }
+
+/// Buffer sizes [`Fault::ResizeBuffers`] picks from (each side's send and
+/// receive buffer; the link holds their sum in flight per direction).
+const RESIZE_SIZES: [u64; 4] = [16 * 1024, 48 * 1024, 128 * 1024, 256 * 1024];
 
 /// A fault and when it strikes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -334,6 +380,8 @@ pub struct SimOutcome {
     pub max_capacity: u64,
     /// Times a session was seen retaining more than its capacity (must be 0).
     pub capacity_violations: u64,
+    /// Lying ACKs delivered ([`Fault::LyingAck`]).
+    pub lies: u64,
 }
 
 #[derive(Debug)]
@@ -368,6 +416,12 @@ struct Conn {
     client_open: bool,
     server_open: bool,
     blackholed: bool,
+    /// Bytes in flight per direction, fixed when it connected (a kernel's
+    /// pinned buffers do not grow).
+    capacity: usize,
+    /// One direction silently loses everything ([`Fault::OneWay`]).
+    lost_c2s: bool,
+    lost_s2c: bool,
     paused_until: Option<Instant>,
     reader: Option<HandshakeReader>,
     owner: Option<SessionId>,
@@ -417,6 +471,13 @@ pub struct Pair {
     connect_failures: u32,
     outage_until: Option<Instant>,
     last_resume: Option<Vec<u8>>,
+    /// The resume seen before `last_resume`.
+    older_resume: Option<Vec<u8>>,
+    /// The next transport gets stale bytes first / carries nothing from the client.
+    stale_next: bool,
+    silent_next: bool,
+    /// Violations provoked by [`Fault::LyingAck`].
+    lies: u64,
     replay_admitted: bool,
     steps: u64,
     max_retained: u64,
@@ -500,6 +561,10 @@ impl Pair {
             connect_failures: 0,
             outage_until: None,
             last_resume: None,
+            older_resume: None,
+            stale_next: false,
+            silent_next: false,
+            lies: 0,
             replay_admitted: false,
             steps: 0,
             max_retained: 0,
@@ -734,6 +799,7 @@ impl Pair {
             max_retained: self.max_retained,
             max_capacity: self.max_capacity,
             capacity_violations: self.capacity_violations,
+            lies: self.lies,
         }
     }
 
@@ -907,14 +973,18 @@ impl Pair {
         let Some(ci) = found else {
             return Ok(());
         };
-        let capacity = self.link.capacity;
         let c = &mut self.conns[ci];
+        let capacity = c.capacity;
         let (open, dir) = if from_client {
             (c.client_open, &mut c.c2s)
         } else {
             (c.server_open, &mut c.s2c)
         };
         if !open || dir.eof {
+            return Ok(());
+        }
+        if (from_client && c.lost_c2s) || (!from_client && c.lost_s2c) {
+            // Written, then lost on the way.
             return Ok(());
         }
         let len = t.len();
@@ -959,6 +1029,7 @@ impl Pair {
             return;
         }
         self.next_server_tid += 1;
+        let silent = std::mem::take(&mut self.silent_next);
         self.conns.push(Conn {
             client_tid: tid,
             server_tid: self.next_server_tid,
@@ -967,6 +1038,9 @@ impl Pair {
             client_open: true,
             server_open: true,
             blackholed: false,
+            capacity: self.link.capacity,
+            lost_c2s: silent,
+            lost_s2c: false,
             paused_until: None,
             reader: None,
             owner: None,
@@ -1022,6 +1096,9 @@ impl Pair {
         for c in &self.conns {
             consider(self.deliverable(c, true));
             consider(self.deliverable(c, false));
+            if c.server_open {
+                consider(c.reader.as_ref().map(HandshakeReader::deadline));
+            }
         }
         for (t, _) in &self.pending {
             consider(Some(*t));
@@ -1069,6 +1146,14 @@ impl Pair {
                 }
             }
         }
+        // Handshake readers past their deadline: the server drops the transport.
+        for ci in 0..self.conns.len() {
+            let c = &self.conns[ci];
+            if c.server_open && c.reader.as_ref().is_some_and(|r| r.is_expired(now)) {
+                self.conns[ci].reader = None;
+                self.server_close(ci, None);
+            }
+        }
         // Timers.
         if self.client.poll_timeout().is_some_and(|t| t <= now) {
             self.client.handle_input(now, Input::Timeout);
@@ -1095,6 +1180,21 @@ impl Pair {
                     return;
                 }
                 c.reader = Some(HandshakeReader::new(now, self.set.config()));
+                if std::mem::take(&mut self.stale_next) {
+                    // Stale bytes of an older transport reach the new reader
+                    // first; whatever they hold must not be admitted.
+                    let stale = self.conns[..conn]
+                        .iter()
+                        .rev()
+                        .find(|o| !o.replay && !o.c2s.history.is_empty())
+                        .map(|o| o.c2s.history.clone());
+                    if let Some(stale) = stale {
+                        self.conns[conn].replay = true;
+                        self.hand_over(conn, true, &stale);
+                        self.conns[conn].replay = false;
+                    }
+                }
+                let c = &mut self.conns[conn];
                 let info = self.link.declared;
                 let tid = c.client_tid;
                 self.client.handle_input(
@@ -1209,7 +1309,7 @@ impl Pair {
                     if !replay {
                         let mut b = bytes::BytesMut::new();
                         hello.encode(&mut b);
-                        self.last_resume = Some(b.to_vec());
+                        self.older_resume = self.last_resume.replace(b.to_vec());
                     }
                 }
                 let info = self.link.declared;
@@ -1372,6 +1472,9 @@ impl Pair {
                     client_open: false,
                     server_open: true,
                     blackholed: false,
+                    capacity: self.link.capacity,
+                    lost_c2s: false,
+                    lost_s2c: false,
                     paused_until: None,
                     reader: Some(HandshakeReader::new(now, self.set.config())),
                     owner: None,
@@ -1379,6 +1482,101 @@ impl Pair {
                 });
                 let ci = self.conns.len() - 1;
                 self.hand_over(ci, true, &bytes);
+            }
+            Fault::ServerCrash { server_notice_ms } => {
+                // The transport of the server's session, whichever it is.
+                let tid = self.server().and_then(Session::transport);
+                let Some(ci) = self.conns.iter().position(|c| Some(c.server_tid) == tid) else {
+                    return;
+                };
+                let c = &mut self.conns[ci];
+                c.blackholed = true;
+                for d in [&mut c.c2s, &mut c.s2c] {
+                    d.queue.clear();
+                    d.in_flight = 0;
+                    d.eof = false;
+                }
+                if let Some(ms) = server_notice_ms {
+                    let at = now + Duration::from_millis(u64::from(ms));
+                    self.pending.push((at, Pending::ServerLost { conn: ci }));
+                }
+            }
+            Fault::OneWay { to_server } => {
+                if let Some(ci) = self.current_conn() {
+                    let c = &mut self.conns[ci];
+                    let d = if to_server {
+                        c.lost_c2s = true;
+                        &mut c.c2s
+                    } else {
+                        c.lost_s2c = true;
+                        &mut c.s2c
+                    };
+                    d.queue.clear();
+                    d.in_flight = 0;
+                }
+            }
+            Fault::CrashInBackoff => {
+                let ci = self.current_conn();
+                self.apply_fault(Fault::Crash {
+                    client_notice_ms: Some(0),
+                    server_notice_ms: None,
+                });
+                self.faults_applied -= 1;
+                self.connect_failures += 1;
+                if let Some(ci) = ci {
+                    // The client's first retry fails at connect_delay; the
+                    // server learns while the client waits to try again.
+                    let at = now + self.link.connect_delay + Duration::from_millis(1);
+                    self.pending.push((at, Pending::ServerLost { conn: ci }));
+                }
+            }
+            Fault::StaleHandshake => self.stale_next = true,
+            Fault::ResumeOvertaken => {
+                if let Some(old) = self.older_resume.clone() {
+                    let newer = self.last_resume.clone();
+                    self.last_resume = Some(old);
+                    self.apply_fault(Fault::DuplicateResume);
+                    self.faults_applied -= 1;
+                    self.last_resume = newer;
+                }
+            }
+            Fault::SilentConnect => self.silent_next = true,
+            Fault::ResizeBuffers { size } => {
+                let b = RESIZE_SIZES[usize::from(size) % RESIZE_SIZES.len()];
+                self.link.declared = TransportInfo {
+                    send_buffer: Some(b),
+                    recv_buffer: Some(b),
+                };
+                // In flight per direction: one side's send buffer and the
+                // other's receive buffer, as declared.
+                self.link.capacity = (2 * b) as usize;
+            }
+            Fault::LyingAck { to_server } => {
+                // Written by the (authenticated) peer between two of its
+                // frames, on its live transport.
+                let head = crate::frame::FrameHead::control(&crate::frame::Frame::Ack {
+                    received: u64::MAX / 2,
+                });
+                let from = if to_server {
+                    (self.client.state() == SessionState::Established)
+                        .then(|| self.client.transport())
+                        .flatten()
+                } else {
+                    self.server()
+                        .filter(|s| s.state() == SessionState::Established)
+                        .and_then(Session::transport)
+                };
+                let Some(transport) = from else {
+                    return;
+                };
+                let t = Transmit {
+                    transport,
+                    head,
+                    payload: Bytes::new(),
+                };
+                if self.try_write(to_server, t).is_ok() {
+                    self.lies += 1;
+                }
             }
             Fault::ConnectFailures { n } => self.connect_failures += u32::from(n),
             Fault::Outage { ms } => {

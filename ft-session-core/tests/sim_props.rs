@@ -29,7 +29,7 @@ fn survivable_fault(r: &mut Rng) -> Fault {
             Some(r.range(0, 300) as u16)
         }
     };
-    match r.range(0, 9) {
+    match r.range(0, 17) {
         0..=3 => Fault::Crash {
             client_notice_ms: notice(r),
             server_notice_ms: notice(r),
@@ -43,8 +43,21 @@ fn survivable_fault(r: &mut Rng) -> Fault {
         8 => Fault::ConnectFailures {
             n: r.range(1, 4) as u8,
         },
-        _ => Fault::Outage {
+        9 => Fault::Outage {
             ms: r.range(1, 3000) as u32,
+        },
+        10 => Fault::ServerCrash {
+            server_notice_ms: notice(r),
+        },
+        11 => Fault::OneWay {
+            to_server: r.chance(50),
+        },
+        12 => Fault::CrashInBackoff,
+        13 => Fault::StaleHandshake,
+        14 => Fault::ResumeOvertaken,
+        15 => Fault::SilentConnect,
+        _ => Fault::ResizeBuffers {
+            size: r.range(0, 3) as u8,
         },
     }
 }
@@ -299,6 +312,98 @@ proptest! {
             let (g, used) = Frame::decode(&b, 1024).unwrap().unwrap();
             prop_assert_eq!(used, b.len());
             prop_assert_eq!(g, f);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases() / 8, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// (6) A lying authenticated peer (an ACK for bytes never sent, on a
+    /// live transport) ends both sides with a protocol violation: never a
+    /// stall, never silent loss.
+    #[test]
+    fn lying_peer_ends_both_sides_with_a_violation(seed in any::<u64>()) {
+        let mut sc = scenario(seed, ReleasePolicy::Ack);
+        let mut r = Rng::new(seed ^ 0x11e);
+        let total = (sc.client_app.data.len() + sc.server_app.data.len()) as u64 + 100;
+        // The lie alone: no other fault may lose the ABORT that reports it.
+        sc.faults.clear();
+        sc.faults.push(ScheduledFault {
+            at_byte: r.range(0, total),
+            fault: Fault::LyingAck { to_server: r.chance(50) },
+        });
+        let o = run(sc);
+        assert_prefix(&o.server_received, &o.client_data, "client->server");
+        assert_prefix(&o.client_received, &o.server_data, "server->client");
+        let violation = |e: &Result<(), SessionError>| {
+            matches!(e, Err(SessionError::ProtocolViolation(_)))
+        };
+        let whole = o.server_received == o.client_data && o.client_received == o.server_data;
+        match (&o.client, &o.server) {
+            // No lie, or it arrived once the session had ended.
+            (Ok(()), Some(Ok(()))) => check_exact(&o),
+            (c, s) => {
+                prop_assert!(o.lies > 0, "failed without a lie: {c:?} {s:?}");
+                // A side that had finished cleanly before the lie reached
+                // the other keeps its Ok (every byte arrived both ways).
+                prop_assert!(violation(c) || (c.is_ok() && whole), "client {c:?}");
+                let s_ok = s.as_ref().is_some_and(|s| violation(s) || (s.is_ok() && whole));
+                prop_assert!(s_ok, "server {s:?}");
+                prop_assert!(violation(c) || s.as_ref().is_some_and(violation));
+            }
+        }
+    }
+}
+
+/// Every new fault kind strikes and the sessions still deliver exactly.
+#[test]
+fn new_fault_kinds_are_survived() {
+    let kinds = [
+        Fault::ServerCrash {
+            server_notice_ms: Some(3),
+        },
+        Fault::ServerCrash {
+            server_notice_ms: None,
+        },
+        Fault::OneWay { to_server: true },
+        Fault::OneWay { to_server: false },
+        Fault::CrashInBackoff,
+        Fault::StaleHandshake,
+        Fault::ResumeOvertaken,
+        Fault::SilentConnect,
+        Fault::ResizeBuffers { size: 0 },
+    ];
+    for (k, fault) in kinds.into_iter().enumerate() {
+        for policy in [ReleasePolicy::Ack, ReleasePolicy::Implicit] {
+            let seed = k as u64;
+            let mut sc = scenario(seed, policy);
+            sc.client_app = AppConfig::sending(pattern(seed, 60_000));
+            sc.server_app = AppConfig::sending(pattern(seed + 1, 60_000));
+            // A crash first, so the resumes these faults need exist.
+            sc.faults = vec![
+                ScheduledFault {
+                    at_byte: 20_000,
+                    fault: Fault::Crash {
+                        client_notice_ms: Some(2),
+                        server_notice_ms: Some(2),
+                    },
+                },
+                ScheduledFault {
+                    at_byte: 20_001,
+                    fault: fault.clone(),
+                },
+                ScheduledFault {
+                    at_byte: 50_000,
+                    fault: Fault::Crash {
+                        client_notice_ms: Some(2),
+                        server_notice_ms: None,
+                    },
+                },
+            ];
+            let o = run(sc);
+            assert_eq!(o.faults_applied, 3, "{fault:?}");
+            check_exact(&o);
         }
     }
 }

@@ -2,7 +2,11 @@
 //! sequence of operations: sends, reads and shutdowns on either side,
 //! transport kills at a byte offset, stale bytes from old transports,
 //! blackholes, pauses, failed connects, outages, time passing, forced
-//! reconnects and duplicated resumes.
+//! reconnects and duplicated resumes, faults on the server's transport
+//! alone, one-way loss, crashes during backoff, stale bytes at a handshake
+//! reader, an old resume overtaking a newer one, silent connects that expire
+//! the handshake reader, buffer sizes changing between transports, and an
+//! undersized implicit bound (which may end both sides with DataLost).
 //!
 //! After every step each application has read a prefix of what the other
 //! wrote (so every byte exactly once and in order) and no replayed resume was
@@ -19,7 +23,7 @@ use arbitrary::Arbitrary;
 use ft_session_core::sim::{
     fast_config, pattern, AppConfig, Fault, LinkConfig, Pair, Scenario, ScheduledFault,
 };
-use ft_session_core::{ReleasePolicy, SessionError};
+use ft_session_core::{ReleasePolicy, SessionError, TransportInfo};
 use libfuzzer_sys::fuzz_target;
 
 /// Most bytes either side writes, so an execution stays fast.
@@ -54,6 +58,19 @@ enum Op {
     Advance {
         ms: u16,
     },
+    /// The server's transport dies on its side alone.
+    ServerCrash {
+        server_notice_ms: Option<u16>,
+    },
+    /// One direction of the current transport loses everything from now on.
+    OneWay {
+        to_server: bool,
+    },
+    CrashInBackoff,
+    StaleHandshake,
+    ResumeOvertaken,
+    SilentConnect,
+    ResizeBuffers(u8),
 }
 
 #[derive(Debug, Arbitrary)]
@@ -64,6 +81,9 @@ struct Case {
     max_chunk: u16,
     write_chunk: u16,
     zero_copy: bool,
+    /// Implicit policy with a bound smaller than what the link holds: a
+    /// crash may lose bytes, which must end both sides with DataLost.
+    undersized: bool,
     ops: Vec<Op>,
 }
 
@@ -124,6 +144,16 @@ fuzz_target!(|case: Case| {
         read_chunk: usize::MAX,
         close_after_eof: false,
     };
+    let undersized = case.implicit && case.undersized;
+    let mut declared = LinkConfig::default().declared;
+    if undersized {
+        client.implicit_margin = Some(0);
+        server.implicit_margin = Some(0);
+        declared = TransportInfo {
+            send_buffer: Some(512),
+            recv_buffer: Some(512),
+        };
+    }
     let sc = Scenario {
         seed: case.seed,
         client,
@@ -132,6 +162,7 @@ fuzz_target!(|case: Case| {
         // cost ~700k steps per run and find nothing smaller chunks don't.
         link: LinkConfig {
             max_chunk: 16 + usize::from(case.max_chunk % 8192),
+            declared,
             ..LinkConfig::default()
         },
         client_app: app(case.seed ^ 1),
@@ -181,6 +212,18 @@ fuzz_target!(|case: Case| {
             Op::Outage { ms } => p.apply_fault_now(Fault::Outage {
                 ms: u32::from(ms) / 2,
             }),
+            Op::ServerCrash { server_notice_ms } => p.apply_fault_now(Fault::ServerCrash {
+                server_notice_ms: server_notice_ms.map(|m| m % 2000),
+            }),
+            Op::OneWay { to_server } => p.apply_fault_now(Fault::OneWay { to_server }),
+            Op::CrashInBackoff => p.apply_fault_now(Fault::CrashInBackoff),
+            Op::StaleHandshake => p.apply_fault_now(Fault::StaleHandshake),
+            Op::ResumeOvertaken => p.apply_fault_now(Fault::ResumeOvertaken),
+            Op::SilentConnect => p.apply_fault_now(Fault::SilentConnect),
+            Op::ResizeBuffers(size) if !undersized => {
+                p.apply_fault_now(Fault::ResizeBuffers { size })
+            }
+            Op::ResizeBuffers(_) => {}
             Op::Advance { ms } => {
                 let deadline = p.now + Duration::from_millis(u64::from(ms % 8000));
                 p.advance_until(deadline, 20_000);
@@ -216,6 +259,10 @@ fuzz_target!(|case: Case| {
             )
         }
         (Err(_), None) => assert!(o.client_received.is_empty() && o.server_received.is_empty()),
+        // An undersized bound may lose bytes: both sides learn it, the
+        // delivered bytes are prefixes (checked above).
+        (Err(SessionError::DataLost { .. }), Some(Err(SessionError::DataLost { .. })))
+            if undersized => {}
         (Err(c), Some(Err(s))) => {
             assert_eq!(discriminant(c), discriminant(s), "client {c} vs server {s}")
         }

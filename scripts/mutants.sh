@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Mutation score of ft-session-core, file by file (not part of CI).
+#
+# Installs cargo-mutants 27.x from crates.io if missing, then mutates each
+# file in turn and runs a fast test profile: the core's unit tests, the rule
+# tests (tests/protocol_rules.rs), the endpoint, handshake and config tests,
+# and a reduced simulation run (FT_SIM_CASES, default 40). One job, a timeout
+# per mutant: the machine may be shared. Results go to target/mutants/<file>/
+# (outcomes.json, caught.txt, missed.txt, timeout.txt, unviable.txt); the
+# table printed at the end has caught, missed, timeout, unviable and the
+# score = caught / (caught + missed + timeout) per file.
+#
+# Usage: scripts/mutants.sh [file.rs ...]      (default: the files below)
+#        FT_SIM_CASES=200 MUTANTS_TIMEOUT=300 scripts/mutants.sh frame.rs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! cargo mutants --version 2>/dev/null | grep -q ' 27\.'; then
+    cargo install cargo-mutants --version '^27' --locked
+fi
+
+files=("$@")
+if [ "${#files[@]}" -eq 0 ]; then
+    files=(stream_buffer.rs frame.rs handshake.rs connection_set.rs endpoint.rs session.rs)
+fi
+export FT_SIM_CASES="${FT_SIM_CASES:-40}"
+export FT_CONFIG_CASES="${FT_CONFIG_CASES:-32}"
+timeout="${MUTANTS_TIMEOUT:-180}"
+
+for f in "${files[@]}"; do
+    out="target/mutants/${f%.rs}"
+    mkdir -p "$out"
+    echo "=== scripts/mutants.sh: ft-session-core/src/$f"
+    # Exit codes 2 (missed) and 3 (timeout) are results, not failures.
+    nice -n 19 cargo mutants --package ft-session-core --file "ft-session-core/src/$f" \
+        --all-features --jobs 1 --timeout "$timeout" --output "$out" -- \
+        --lib --test protocol_rules --test endpoint --test handshake --test config_props \
+        --test sim_props || true
+done
+
+printf '\n%-20s %7s %7s %8s %9s %7s\n' file caught missed timeout unviable score
+for f in "${files[@]}"; do
+    d="target/mutants/${f%.rs}/mutants.out"
+    [ -d "$d" ] || continue
+    n() { [ -f "$d/$1" ] && grep -c . "$d/$1" || echo 0; }
+    c=$(n caught.txt) m=$(n missed.txt) t=$(n timeout.txt) u=$(n unviable.txt)
+    total=$((c + m + t))
+    score=$([ "$total" -gt 0 ] && echo "$((100 * c / total))%" || echo -)
+    printf '%-20s %7s %7s %8s %9s %7s\n' "$f" "$c" "$m" "$t" "$u" "$score"
+done
