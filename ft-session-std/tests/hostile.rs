@@ -151,13 +151,10 @@ ft_session_testkit::hostile_suite!(StdTarget;
     incomplete_handshake,
     slowloris,
     silent_connections,
-    #[ignore = "issue 10 hole 1: strangers' fresh sessions evict a parked legitimate session"]
     fresh_sessions_dropped,
-    #[ignore = "issue 10 hole 1: strangers' fresh sessions evict a parked legitimate session"]
     fresh_sessions_idle,
     oversized_frame,
     ack_beyond_sent,
-    #[ignore = "issue 10 hole 4: an ACK of bytes not yet resent after a resume stalls the session"]
     ack_beyond_resent,
     count_beyond_sent,
     resume_unknown_id,

@@ -188,7 +188,7 @@ pub const CASES: &[Case] = &[
     },
     Case {
         name: "count_beyond_sent",
-        expect: "RESUME received beyond sent: REJECT PROTOCOL_VIOLATION (R4); that session ends",
+        expect: "RESUME received beyond sent: ENDED PROTOCOL_VIOLATION with a valid proof (R4); that session ends",
         config: no_change,
         setup: None,
         attack: count_beyond_sent,
@@ -224,7 +224,7 @@ pub const CASES: &[Case] = &[
     },
     Case {
         name: "resume_expired",
-        expect: "a valid proof for an expired session: REJECT EXPIRED (within max_reconnect_time of its end) or UNKNOWN_SESSION (2.4.1)",
+        expect: "a valid proof for an expired session: ENDED EXPIRED with a valid proof (within max_reconnect_time of its end) or REJECT UNKNOWN_SESSION (2.4.1)",
         config: expired_config,
         setup: Some(expire_a_session),
         attack: resume_expired,
@@ -242,7 +242,7 @@ pub const CASES: &[Case] = &[
     },
     Case {
         name: "huge_recv_buffer",
-        expect: "implicit policy: a receive buffer above implicit_max_buffer is refused; one at the limit makes the server retain at most send capacity + own buffer + limit + margin",
+        expect: "implicit policy: a receive buffer above implicit_max_buffer is refused; one at the limit makes the server retain at most send capacity + own buffer + limit + margin; a second one beyond implicit_retention_budget gets REJECT BUSY",
         config: implicit_config,
         setup: None,
         attack: huge_recv_buffer,
@@ -295,6 +295,37 @@ fn expect_reject(peer: &mut RawPeer, want: u16, cfg: &Config) -> Result<(Answer,
         }
         Ok(a) => Err(format!("{a:?}")),
         Err(e) => Err(e),
+    }
+}
+
+/// Expects ENDED `want` for the RESUME of `attempt`, with a proof that
+/// verifies, then a close.
+fn expect_ended(
+    peer: &mut RawPeer,
+    want: u16,
+    resume: &Resume,
+    secret: &[u8; 32],
+    cfg: &Config,
+) -> Result<String, String> {
+    match peer.answer(limit_for(cfg))? {
+        Answer::Ended {
+            id,
+            code,
+            detail,
+            proof,
+        } if code == want && id == resume.id => {
+            if proof != wire::ended_proof(secret, &id, resume.attempt, code, detail) {
+                return Err(format!("ENDED {code} with a proof that does not verify"));
+            }
+            let o = peer.observe_end(limit_for(cfg));
+            let s = format!("ENDED code {code} (proof verified), then {:?}", o.end);
+            if o.end == End::Open || o.bytes > 0 {
+                Err(format!("{s}, {} more bytes", o.bytes))
+            } else {
+                Ok(s)
+            }
+        }
+        a => Err(format!("{a:?}")),
     }
 }
 
@@ -599,7 +630,13 @@ fn count_beyond_sent(c: &Ctx) -> Result<String, String> {
     let mut peer = RawPeer::connect(c.addr).map_err(|e| e.to_string())?;
     peer.send(&resume.encode(&secret))
         .map_err(|e| e.to_string())?;
-    let (_, s) = expect_reject(&mut peer, code::PROTOCOL_VIOLATION, c.config)?;
+    let s = expect_ended(
+        &mut peer,
+        code::PROTOCOL_VIOLATION,
+        &resume,
+        &secret,
+        c.config,
+    )?;
     let o = first.observe_end(Duration::from_secs(5));
     Ok(format!("{s}; the first transport then {:?}", o.end))
 }
@@ -687,9 +724,9 @@ fn resume_replayed(c: &Ctx) -> Result<String, String> {
             id: rid,
             received,
             proof,
-            ..
+            params,
         } if rid == id => {
-            if proof != wire::accept_proof(&secret, &id, 2, received) {
+            if proof != wire::accept_proof(&secret, &id, 2, received, &params) {
                 return Err("RESUME_OK with a proof that does not verify".into());
             }
         }
@@ -753,9 +790,9 @@ fn resume_expired(c: &Ctx) -> Result<String, String> {
     let mut peer = RawPeer::connect(c.addr).map_err(|e| e.to_string())?;
     peer.send(&resume.encode(&secret))
         .map_err(|e| e.to_string())?;
-    match expect_reject(&mut peer, code::EXPIRED, c.config) {
-        Ok((_, s)) => Ok(s),
-        Err(e) if e.contains("code: 1,") => Ok(format!("UNKNOWN_SESSION: {e}")),
+    match expect_ended(&mut peer, code::EXPIRED, &resume, &secret, c.config) {
+        Ok(s) => Ok(s),
+        Err(e) if e.starts_with("Reject { code: 1,") => Ok(format!("REJECT UNKNOWN_SESSION: {e}")),
         Err(e) => Err(e),
     }
 }
@@ -798,6 +835,9 @@ fn never_reads(c: &Ctx) -> Result<String, String> {
 fn implicit_config(c: &mut Config) {
     c.release_policy = ReleasePolicy::Implicit;
     c.send_buffer_capacity = 1 << 20;
+    // Room for one peer at implicit_max_buffer (64 MiB) and the legitimate
+    // sessions (about 1.2 MiB each), not for a second such peer.
+    c.implicit_retention_budget = 96 << 20;
 }
 
 fn huge_recv_buffer(c: &Ctx) -> Result<String, String> {
@@ -858,7 +898,29 @@ fn huge_recv_buffer(c: &Ctx) -> Result<String, String> {
         mib(retained),
         mib(bound)
     ));
-    if r.payload >= want && retained <= bound {
+    // A second peer at the limit, while the first lives: over the budget.
+    let mut second = RawPeer::connect(c.addr).map_err(|e| e.to_string())?;
+    second
+        .send(&wire::hello(Params::implicit(1 << 20, limit)))
+        .map_err(|e| e.to_string())?;
+    let a = second.answer(limit_for(c.config));
+    let busy = matches!(
+        a,
+        Ok(Answer::Reject {
+            code: code::BUSY,
+            ..
+        })
+    );
+    out.push(format!(
+        "a second peer at the limit (implicit_retention_budget {}): {}",
+        mib(c.config.implicit_retention_budget),
+        match &a {
+            Ok(Answer::ServerHello { .. }) => "SERVER_HELLO".to_string(),
+            other => format!("{other:?}"),
+        }
+    ));
+    drop(peer);
+    if r.payload >= want && retained <= bound && busy {
         Ok(out.join("; "))
     } else {
         Err(out.join("; "))

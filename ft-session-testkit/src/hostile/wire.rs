@@ -20,6 +20,8 @@ pub const T_SERVER_HELLO: u8 = 0x20;
 pub const T_RESUME_OK: u8 = 0x21;
 /// REJECT message type.
 pub const T_REJECT: u8 = 0x22;
+/// ENDED message type: a verified resume of an ended session (2.1).
+pub const T_ENDED: u8 = 0x23;
 /// Length of a HELLO.
 pub const HELLO_LEN: usize = 23;
 /// Length of a RESUME.
@@ -27,6 +29,7 @@ pub const RESUME_LEN: usize = 95;
 const SERVER_HELLO_LEN: usize = 71;
 const RESUME_OK_LEN: usize = 79;
 const REJECT_LEN: usize = 16;
+const ENDED_LEN: usize = 64;
 
 /// REJECT and ABORT codes (3.1).
 pub mod code {
@@ -139,7 +142,13 @@ pub struct Resume {
 
 type HmacSha256 = Hmac<Sha256>;
 
-fn proof(secret: &[u8; 32], label: &[u8], id: &[u8; 16], nums: [u64; 3]) -> [u8; 32] {
+fn proof(
+    secret: &[u8; 32],
+    label: &[u8],
+    id: &[u8; 16],
+    nums: [u64; 3],
+    params: Option<&Params>,
+) -> [u8; 32] {
     // HMAC takes keys of any length.
     #[allow(clippy::unwrap_used)]
     let mut m = HmacSha256::new_from_slice(secret).unwrap();
@@ -148,17 +157,23 @@ fn proof(secret: &[u8; 32], label: &[u8], id: &[u8; 16], nums: [u64; 3]) -> [u8;
     for n in nums {
         m.update(&n.to_be_bytes());
     }
+    if let Some(p) = params {
+        let mut wire = Vec::with_capacity(17);
+        p.put(&mut wire);
+        m.update(&wire);
+    }
     m.finalize().into_bytes().into()
 }
 
 impl Resume {
-    /// The client's proof (2.3).
+    /// The client's proof (2.3): it covers the Params too.
     pub fn proof(&self, secret: &[u8; 32]) -> [u8; 32] {
         proof(
             secret,
             b"ft-session v1 resume",
             &self.id,
             [self.attempt, self.received, self.retained_from],
+            Some(&self.params),
         )
     }
 
@@ -180,9 +195,39 @@ impl Resume {
     }
 }
 
-/// The server's proof in a RESUME_OK for a RESUME of `attempt` (2.3).
-pub fn accept_proof(secret: &[u8; 32], id: &[u8; 16], attempt: u64, received: u64) -> [u8; 32] {
-    proof(secret, b"ft-session v1 accept", id, [attempt, received, 0])
+/// The server's proof in a RESUME_OK (with its `params`) for a RESUME of
+/// `attempt` (2.3).
+pub fn accept_proof(
+    secret: &[u8; 32],
+    id: &[u8; 16],
+    attempt: u64,
+    received: u64,
+    params: &Params,
+) -> [u8; 32] {
+    proof(
+        secret,
+        b"ft-session v1 accept",
+        id,
+        [attempt, received, 0],
+        Some(params),
+    )
+}
+
+/// The server's proof in an ENDED answering a RESUME of `attempt` (2.3).
+pub fn ended_proof(
+    secret: &[u8; 32],
+    id: &[u8; 16],
+    attempt: u64,
+    code: u16,
+    detail: u64,
+) -> [u8; 32] {
+    proof(
+        secret,
+        b"ft-session v1 ended",
+        id,
+        [attempt, u64::from(code), detail],
+        None,
+    )
 }
 
 /// A server's answer to a client's first message.
@@ -208,7 +253,18 @@ pub enum Answer {
         /// The server's proof.
         proof: [u8; 32],
     },
-    /// A refusal.
+    /// A verified resume of a session that has ended: final (2.6).
+    Ended {
+        /// The session id.
+        id: [u8; 16],
+        /// How it ended (3.1).
+        code: u16,
+        /// Its detail.
+        detail: u64,
+        /// The server's proof.
+        proof: [u8; 32],
+    },
+    /// A refusal (never final for a resuming client, 2.6).
     Reject {
         /// The code (3.1).
         code: u16,
@@ -230,6 +286,7 @@ pub fn parse_answer(b: &[u8]) -> Result<Option<(Answer, usize)>, String> {
         T_SERVER_HELLO => SERVER_HELLO_LEN,
         T_RESUME_OK => RESUME_OK_LEN,
         T_REJECT => REJECT_LEN,
+        T_ENDED => ENDED_LEN,
         t => return Err(format!("unknown answer type {t:#04x}")),
     };
     if b.len() < need {
@@ -257,6 +314,16 @@ pub fn parse_answer(b: &[u8]) -> Result<Option<(Answer, usize)>, String> {
                 id: id(),
                 received: be64(&b[22..30]),
                 params: Params::get(&b[30..47]),
+                proof,
+            }
+        }
+        T_ENDED => {
+            let mut proof = [0u8; 32];
+            proof.copy_from_slice(&b[32..64]);
+            Answer::Ended {
+                id: id(),
+                code: u16::from_be_bytes([b[22], b[23]]),
+                detail: be64(&b[24..32]),
                 proof,
             }
         }
