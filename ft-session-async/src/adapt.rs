@@ -8,8 +8,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use ft_session_core::TransportInfo;
-
 use crate::{Accept, Accepted, Connect, ConnectFuture, Connected, Transport};
 
 /// A [`Connect`]or made of a function that opens any futures-io [`Transport`]
@@ -27,10 +25,7 @@ where
         let opening = (self.0)();
         Box::pin(async move {
             let transport: crate::BoxTransport = Box::new(opening.await?);
-            Ok(Connected {
-                transport,
-                info: TransportInfo::default(),
-            })
+            Ok(Connected::new(transport))
         })
     }
 }
@@ -66,9 +61,8 @@ where
         Poll::Ready(next.map(|item| {
             let (transport, peer) = item?;
             Ok(Accepted {
-                transport: Box::new(transport),
-                info: TransportInfo::default(),
                 peer,
+                ..Accepted::new(Box::new(transport))
             })
         }))
     }

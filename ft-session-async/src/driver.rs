@@ -126,6 +126,7 @@ impl<R: Runtime> Driver<R> {
     /// The transport `id` failed: tell the session and let go of it.
     fn lose(&mut self, sh: &mut Shared, now: Instant, id: TransportId) {
         self.drop_transport(id);
+        sh.socket = None;
         sh.session
             .handle_input(now, Input::TransportLost { transport: id });
     }
@@ -215,6 +216,9 @@ impl<R: Runtime> Driver<R> {
                         }
                     }
                 }
+                if self.transport.as_ref().is_some_and(|t| t.0 == transport) {
+                    sh.socket = None;
+                }
                 self.drop_transport(transport);
                 if self.connecting.as_ref().is_some_and(|c| c.0 == transport) {
                     self.connecting = None;
@@ -301,6 +305,7 @@ impl<R: Runtime> Driver<R> {
             // the core drops it; the new one replaces it here.
             self.transport = Some((d.id, d.transport));
             self.needs_flush = false;
+            sh.set_socket(d.socket, d.peer);
             sh.session.handle_input(
                 now,
                 Input::Resume {
@@ -322,6 +327,33 @@ impl<R: Runtime> Driver<R> {
         if evicted {
             progress = true;
             sh.session.handle_input(now, Input::Evicted);
+        }
+
+        // The application's bounds (close, drop, shutdown), on this clock.
+        if sh.session.is_finished() {
+            sh.close_deadline = None;
+            sh.shutdown_deadline = None;
+        }
+        if let Some(b) = sh.close_bound.take() {
+            let d = now + b;
+            sh.close_deadline = Some(sh.close_deadline.map_or(d, |x| x.min(d)));
+        }
+        if let Some(b) = sh.shutdown_bound.take() {
+            sh.shutdown_deadline = Some(now + b);
+        }
+        if sh.close_deadline.is_some_and(|d| d <= now) {
+            sh.close_deadline = None;
+            if !sh.session.is_finished() {
+                tracing::warn!(session_id = ?sh.session.session_id(), "close did not complete in time; aborting");
+                sh.close_timed_out = true;
+                sh.session.abort(0);
+                progress = true;
+            }
+        }
+        if sh.shutdown_deadline.is_some_and(|d| d <= now) {
+            sh.shutdown_deadline = None;
+            sh.shutdown_timed_out = !sh.session.is_fin_acked();
+            progress = true;
         }
 
         // Outputs, each Transmit written whole before the next is polled.
@@ -367,6 +399,7 @@ impl<R: Runtime> Driver<R> {
                     Ok(c) => {
                         tracing::debug!(transport = id, "transport connected");
                         self.transport = Some((id, c.transport));
+                        sh.set_socket(c.socket, None);
                         let info = c.info.with_writer_hold(sh.session.config());
                         sh.session.handle_input(
                             now,
@@ -381,6 +414,16 @@ impl<R: Runtime> Driver<R> {
                         sh.session
                             .handle_input(now, Input::TransportLost { transport: id });
                     }
+                }
+            }
+        }
+
+        // Nobody will read again (close, drop): unread input is discarded,
+        // so the peer's last bytes and its FIN can still arrive.
+        if sh.discard {
+            while let Ok(chunk) = sh.session.read_chunk() {
+                if chunk.is_empty() {
+                    break;
                 }
             }
         }
@@ -411,11 +454,16 @@ impl<R: Runtime> Driver<R> {
 
         // Timers. An overdue deadline is served even while bytes keep
         // moving, so a busy session still notices a dead peer; the timer is
-        // armed only when the driver is about to sleep.
-        if let Some(deadline) = sh.session.poll_timeout() {
-            if deadline <= now {
+        // armed only when the driver is about to sleep. It also serves the
+        // application's bounds (an early `Timeout` is harmless).
+        let session_deadline = sh.session.poll_timeout();
+        let app_deadline = min_opt(sh.close_deadline, sh.shutdown_deadline);
+        if let Some(deadline) = min_opt(session_deadline, app_deadline) {
+            if session_deadline.is_some_and(|d| d <= now) {
                 sh.session.handle_input(now, Input::Timeout);
                 self.armed = None;
+                progress = true;
+            } else if deadline <= now {
                 progress = true;
             } else if !progress {
                 if self.armed.map_or(true, |a| a > deadline) {
@@ -434,6 +482,7 @@ impl<R: Runtime> Driver<R> {
                 }
             }
         }
+        sh.wire_idle = self.writing.is_none() && !self.needs_flush && self.transport.is_some();
         progress
     }
 }
@@ -441,6 +490,20 @@ impl<R: Runtime> Driver<R> {
 fn wake(slot: &mut Option<std::task::Waker>) {
     if let Some(w) = slot.take() {
         w.wake();
+    }
+}
+
+/// Wakes every `flush`/`shutdown`/`close` waiter: they check their condition again.
+fn wake_all(list: &mut Vec<std::task::Waker>) {
+    for w in list.drain(..) {
+        w.wake();
+    }
+}
+
+fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -499,13 +562,17 @@ impl<R: Runtime> Future for Driver<R> {
                     // is written, or the peer stopped reading for too long.
                     this.writing = None;
                     this.transport = None;
+                    sh.socket = None;
                     sh.flushed = true;
                     wake(&mut sh.waiter);
+                    wake_all(&mut sh.progress);
                     return Poll::Ready(());
                 }
+                wake_all(&mut sh.progress);
                 return Poll::Pending;
             }
             if !progress {
+                wake_all(&mut sh.progress);
                 return Poll::Pending;
             }
         }

@@ -12,8 +12,10 @@
 //!   [`Listener::accept`] and routes resumes to parked sessions by itself.
 //! - [`ConnectFn`] and [`AcceptStream`] turn functions and streams of
 //!   futures-io transports (smol's, async-std's) into those two sources.
-//! - [`FtStream`] is the application's end: reads, writes, half-close
-//!   ([`FtStream::poll_shutdown`]) and graceful close ([`FtStream::poll_close_session`]).
+//! - [`FtStream`] is the application's end: reads, writes, flush
+//!   ([`FtStream::poll_flush`]), half-close ([`FtStream::poll_shutdown`])
+//!   and graceful close ([`FtStream::close`]); the adapters' crate docs have
+//!   the table of what each waits for, and what drop does.
 //!
 //! - [`SocketOptions`] is what the bindings' TCP entry points take: pinned
 //!   buffer sizes and a middlebox's in-flight bytes, for the implicit release
@@ -74,7 +76,7 @@
 //! impl Accept for Tcp {
 //!     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Option<std::io::Result<Accepted>>> {
 //!         self.0.poll_accept(cx).map(|r| Some(r.map(|(s, peer)| Accepted {
-//!             transport: Box::new(Io(s)), info: TransportInfo::default(), peer: Some(peer),
+//!             transport: Box::new(Io(s)), info: TransportInfo::default(), peer: Some(peer), socket: None,
 //!         })))
 //!     }
 //! }
@@ -87,7 +89,7 @@
 //! let connector = move || -> ft_session_async::ConnectFuture {
 //!     Box::pin(async move {
 //!         let s = tokio::net::TcpStream::connect(addr).await?;
-//!         Ok(Connected { transport: Box::new(Io(s)) as Box<dyn Transport>, info: TransportInfo::default() })
+//!         Ok(Connected::new(Box::new(Io(s)) as Box<dyn Transport>))
 //!     })
 //! };
 //! let mut client = ft_session_async::connect(Rt, Config::default(), connector).await?;
@@ -97,7 +99,7 @@
 //! let mut buf = [0u8; 4];
 //! let n = std::future::poll_fn(|cx| server.poll_read(cx, &mut buf)).await?;
 //! assert_eq!(&buf[..n], b"ping");
-//! std::future::poll_fn(|cx| client.poll_close_session(cx)).await?;
+//! client.close().await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -115,6 +117,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -122,9 +125,10 @@ use ft_session_core::TransportInfo;
 
 pub use adapt::{AcceptStream, ConnectFn};
 pub use entropy::OsEntropy;
+pub use ft_session_core::{ServerAddr, ToServerAddr};
 pub use listener::{Listener, ListenerStats};
 pub use socket::{SocketOptions, DEFAULT_IMPLICIT_SOCKET_BUFFER};
-pub use stream::{connect, FtStream, StreamStats};
+pub use stream::{connect, default_close_timeout, FtStream, StreamStats};
 
 /// What an async runtime must provide: a clock, a resettable timer and a way
 /// to spawn the driver tasks.
@@ -160,6 +164,21 @@ impl<T: futures_io::AsyncRead + futures_io::AsyncWrite + Send + Unpin + 'static>
 /// A boxed transport.
 pub type BoxTransport = Box<dyn Transport>;
 
+/// The socket under a transport, for what applications ask of a TCP
+/// stream: addresses and `TCP_NODELAY`. Transports without a socket (TLS
+/// over something else, in-memory pipes) simply have none.
+pub trait SocketControl: Send + Sync + 'static {
+    /// The local address of the socket.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+    /// The peer's address.
+    fn peer_addr(&self) -> io::Result<SocketAddr>;
+    /// Sets `TCP_NODELAY`.
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()>;
+}
+
+/// A shared handle on a transport's socket.
+pub type SocketRef = Arc<dyn SocketControl>;
+
 /// A newly connected client transport.
 pub struct Connected {
     /// The transport.
@@ -169,12 +188,27 @@ pub struct Connected {
     /// without them (`SessionError::Config`). The one frame the driver may
     /// hold outside the kernel is added by the driver, not here.
     pub info: TransportInfo,
+    /// Its socket, if it has one: `FtStream::peer_addr`, `local_addr` and
+    /// `set_nodelay` act on it.
+    pub socket: Option<SocketRef>,
+}
+
+impl Connected {
+    /// A transport with no known buffer sizes and no socket handle.
+    pub fn new(transport: BoxTransport) -> Connected {
+        Connected {
+            transport,
+            info: TransportInfo::default(),
+            socket: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Connected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connected")
             .field("info", &self.info)
+            .field("socket", &self.socket.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -203,6 +237,20 @@ pub struct Accepted {
     pub info: TransportInfo,
     /// The peer's address, if the transport has one.
     pub peer: Option<SocketAddr>,
+    /// Its socket, if it has one (as for [`Connected::socket`]).
+    pub socket: Option<SocketRef>,
+}
+
+impl Accepted {
+    /// A transport with no known sizes, peer address or socket handle.
+    pub fn new(transport: BoxTransport) -> Accepted {
+        Accepted {
+            transport,
+            info: TransportInfo::default(),
+            peer: None,
+            socket: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Accepted {
@@ -210,6 +258,7 @@ impl std::fmt::Debug for Accepted {
         f.debug_struct("Accepted")
             .field("info", &self.info)
             .field("peer", &self.peer)
+            .field("socket", &self.socket.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -272,6 +272,7 @@ async fn handshake<R: Runtime>(rt: R, shared: Arc<ListenerShared>, accepted: Acc
         mut transport,
         info,
         peer,
+        socket,
     } = accepted;
     // The driver that will write to this transport may hold one frame.
     let info = info.with_writer_hold(&shared.config);
@@ -322,7 +323,7 @@ async fn handshake<R: Runtime>(rt: R, shared: Arc<ListenerShared>, accepted: Acc
         now,
         hello,
         info,
-        peer,
+        (peer, socket),
         &mut transport,
         leftover,
     );
@@ -340,7 +341,7 @@ fn admit<R: Runtime>(
     now: Instant,
     hello: ft_session_core::ClientHello,
     info: ft_session_core::TransportInfo,
-    peer: Option<SocketAddr>,
+    (peer, socket): (Option<SocketAddr>, Option<crate::SocketRef>),
     transport: &mut Option<BoxTransport>,
     leftover: Bytes,
 ) -> Option<Bytes> {
@@ -354,6 +355,9 @@ fn admit<R: Runtime>(
                 return None;
             };
             let handle = Handle::new(*session);
+            // Unreachable by anyone else yet, so taking its lock under the
+            // registry's cannot deadlock.
+            lock(&handle.shared).set_socket(socket, peer);
             reg.routes.insert(id, handle.clone());
             reg.dispatch_events();
             drop(reg);
@@ -389,6 +393,8 @@ fn admit<R: Runtime>(
                         resume,
                         info,
                         leftover,
+                        peer,
+                        socket,
                     });
                     if let Some(w) = c.driver.as_ref() {
                         w.wake_by_ref();

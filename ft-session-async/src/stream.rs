@@ -3,9 +3,11 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ft_session_core::{
@@ -15,7 +17,7 @@ use ft_session_core::{
 
 use crate::driver::Driver;
 use crate::entropy::OsEntropy;
-use crate::{BoxTransport, Connect, Runtime};
+use crate::{BoxTransport, Connect, Runtime, SocketRef};
 
 /// Locks a mutex, ignoring poisoning: every critical section leaves the
 /// session consistent before it could panic, and a panic in one task must
@@ -32,6 +34,9 @@ pub(crate) struct Delivery {
     pub info: TransportInfo,
     /// Bytes that followed the client's hello in the same read.
     pub leftover: Bytes,
+    /// The new transport's peer address and socket, if known.
+    pub peer: Option<SocketAddr>,
+    pub socket: Option<SocketRef>,
 }
 
 /// State the application side and the driver share, under one lock.
@@ -39,13 +44,49 @@ pub(crate) struct Shared {
     pub session: Session,
     pub reader: Option<Waker>,
     pub writer: Option<Waker>,
-    /// `connect` and `close` wait here.
+    /// `connect` waits here.
     pub waiter: Option<Waker>,
+    /// `flush`, `shutdown` and `close` wait here; the driver wakes them
+    /// after every pass that moved something, and they check again.
+    pub progress: Vec<Waker>,
     pub established: bool,
     pub outcome: Option<Result<(), SessionError>>,
     /// The driver is done: every final frame (a CLOSE, an ABORT) was written,
     /// or given up on after the linger bound.
     pub flushed: bool,
+    /// The driver holds nothing unwritten or unflushed for the current
+    /// transport (what `flush` waits for, with the session's own queue).
+    pub wire_idle: bool,
+    /// The current transport's socket and peer address, if known.
+    pub socket: Option<SocketRef>,
+    pub peer: Option<SocketAddr>,
+    /// `TCP_NODELAY` for every transport of the session.
+    pub nodelay: bool,
+    /// Nobody will read again (close, drop): the driver discards input, so
+    /// the peer's remaining bytes and its FIN can arrive.
+    pub discard: bool,
+    /// A close bound asked for by `close`/drop; the driver turns it into
+    /// `close_deadline` on its clock, and aborts the session when it passes.
+    pub close_bound: Option<Duration>,
+    pub close_deadline: Option<Instant>,
+    pub close_timed_out: bool,
+    /// The same for `shutdown`, which only reports the timeout.
+    pub shutdown_bound: Option<Duration>,
+    pub shutdown_deadline: Option<Instant>,
+    pub shutdown_timed_out: bool,
+}
+
+impl Shared {
+    /// Records a new transport's socket and applies the session's options.
+    pub fn set_socket(&mut self, socket: Option<SocketRef>, peer: Option<SocketAddr>) {
+        if let Some(s) = &socket {
+            if let Err(e) = s.set_nodelay(self.nodelay) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a new transport");
+            }
+        }
+        self.peer = peer.or_else(|| socket.as_ref().and_then(|s| s.peer_addr().ok()));
+        self.socket = socket;
+    }
 }
 
 /// Leaf lock: never held while taking another lock, so the listener may take
@@ -71,9 +112,21 @@ impl Handle {
                 reader: None,
                 writer: None,
                 waiter: None,
+                progress: Vec::new(),
                 established: false,
                 outcome: None,
                 flushed: false,
+                wire_idle: false,
+                socket: None,
+                peer: None,
+                nodelay: true,
+                discard: false,
+                close_bound: None,
+                close_deadline: None,
+                close_timed_out: false,
+                shutdown_bound: None,
+                shutdown_deadline: None,
+                shutdown_timed_out: false,
             }),
             control: Mutex::new(Control::default()),
         })
@@ -92,6 +145,23 @@ fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
         Some(w) if w.will_wake(cx.waker()) => {}
         _ => *slot = Some(cx.waker().clone()),
     }
+}
+
+fn add_waker(list: &mut Vec<Waker>, cx: &Context<'_>) {
+    if !list.iter().any(|w| w.will_wake(cx.waker())) {
+        list.push(cx.waker().clone());
+    }
+}
+
+/// The bound of `close()`, of a dropped stream's background close and of
+/// `shutdown()`: the session's `max_reconnect_time`, so a close may wait out
+/// one whole reconnect.
+pub fn default_close_timeout(config: &Config) -> Duration {
+    config.max_reconnect_time
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what.to_owned())
 }
 
 /// Counters and state of one session.
@@ -115,9 +185,13 @@ pub struct StreamStats {
 }
 
 /// The application's end of a fault-tolerant session: a byte stream that
-/// survives transport crashes. Dropping it closes the session gracefully in
-/// the background (like dropping a TCP socket lets the kernel deliver what
-/// was written).
+/// survives transport crashes.
+///
+/// What each ending call waits for is in the crate docs' table: `flush`
+/// until the transport has every written byte, `shutdown` until the peer
+/// session acknowledged every byte, `close` until the CLOSE exchange
+/// finished (unread input is discarded), each bounded; dropping the stream
+/// closes it in the background, bounded the same way, and frees it.
 pub struct FtStream {
     handle: Arc<Handle>,
 }
@@ -138,6 +212,9 @@ impl FtStream {
     }
 
     /// Reads received bytes; `Ok(0)` is end of stream.
+    ///
+    /// Cancel-safe: bytes are taken from the session only when it returns
+    /// `Ready`.
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let mut sh = lock(&self.handle.shared);
         let was_full = !sh.session.wants_input();
@@ -161,6 +238,8 @@ impl FtStream {
 
     /// Copies bytes into the session's stream buffer; they are retained until
     /// the peer has them, across reconnects.
+    ///
+    /// Cancel-safe: bytes are taken only when it returns `Ready(Ok(n))`.
     pub fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let mut sh = lock(&self.handle.shared);
         match sh.session.write(buf) {
@@ -177,52 +256,136 @@ impl FtStream {
         }
     }
 
-    /// Always ready: written bytes are already held by the session, which
-    /// delivers them across reconnects; there is no lower buffer to push.
-    pub fn poll_flush(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    /// Half-close: the peer reads end of stream after everything written;
-    /// this side can still read. Returns at once.
-    pub fn poll_shutdown(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Ready once every byte written so far was handed to a live transport
+    /// (written into the kernel's socket buffer and the transport flushed),
+    /// as on a TCP socket, whose `flush` has nothing left to push once
+    /// `write` returned. While the transport is down it waits for the resume
+    /// that sends them again; it fails if the session fails.
+    ///
+    /// It does not wait for the peer: [`FtStream::poll_shutdown`] and
+    /// [`FtStream::close`] do. Cancel-safe: it only observes.
+    pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut sh = lock(&self.handle.shared);
-        if !sh.session.is_finished() {
-            sh.session.shutdown();
-        }
-        drop(sh);
-        self.handle.wake_driver();
-        Poll::Ready(Ok(()))
-    }
-
-    /// Closes the session gracefully and completes once it finished: `Ok`
-    /// when both sides know every byte arrived.
-    pub fn poll_close_session(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut sh = lock(&self.handle.shared);
-        // A clean end is reported once the last CLOSE is written: a caller
-        // that then drops its runtime must not take that frame with it, or
-        // the peer would resume to learn the outcome.
         if let Some(outcome) = &sh.outcome {
-            if sh.flushed || outcome.is_err() {
-                return Poll::Ready(outcome.clone().map_err(io::Error::from));
-            }
-            set_waker(&mut sh.waiter, cx);
-            return Poll::Pending;
+            // A clean end means the peer has everything.
+            return Poll::Ready(outcome.clone().map_err(io::Error::from));
         }
-        sh.session.close();
-        set_waker(&mut sh.waiter, cx);
-        drop(sh);
-        self.handle.wake_driver();
+        if sh.session.state() == SessionState::Established
+            && sh.session.is_flushed()
+            && sh.wire_idle
+        {
+            return Poll::Ready(Ok(()));
+        }
+        add_waker(&mut sh.progress, cx);
         Poll::Pending
     }
 
-    /// Closes the session gracefully and waits until it finished: `Ok` when
-    /// both sides know every byte arrived, otherwise the session's error.
+    /// Half-close: the peer reads end of stream after everything written;
+    /// this side can still read. Ready with `Ok` once the peer session
+    /// acknowledged every byte before the FIN (an ACK both release policies
+    /// send for a FIN); with the session's error if it failed first; with
+    /// `TimedOut` if that took longer than the close timeout (the session
+    /// goes on, and a later call waits again).
     ///
-    /// Not to be confused with the futures-io `close` (`AsyncWriteExt::close`),
-    /// which is only the half-close of [`FtStream::poll_shutdown`].
-    pub async fn close_session(&self) -> io::Result<()> {
-        poll_fn(|cx| self.poll_close_session(cx)).await
+    /// Cancel-safe: the half-close is requested by the first poll and stays
+    /// requested; polling again only waits.
+    pub fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut sh = lock(&self.handle.shared);
+        if let Some(outcome) = &sh.outcome {
+            return Poll::Ready(outcome.clone().map_err(io::Error::from));
+        }
+        if sh.session.is_fin_acked() {
+            sh.shutdown_deadline = None;
+            sh.shutdown_bound = None;
+            return Poll::Ready(Ok(()));
+        }
+        if std::mem::take(&mut sh.shutdown_timed_out) {
+            return Poll::Ready(Err(timed_out(
+                "the peer did not acknowledge the stream's end within the close timeout",
+            )));
+        }
+        add_waker(&mut sh.progress, cx);
+        // Only a new request wakes the driver: it wakes the waiters after
+        // each pass, and a poll that woke it every time would spin.
+        if sh.shutdown_deadline.is_none() && sh.shutdown_bound.is_none() {
+            sh.session.shutdown();
+            sh.shutdown_bound = Some(default_close_timeout(sh.session.config()));
+            drop(sh);
+            self.handle.wake_driver();
+        }
+        Poll::Pending
+    }
+
+    /// Closes the session gracefully, bounded by `timeout`: `Ok` once the
+    /// CLOSE exchange finished (both sides know every byte arrived, and the
+    /// last CLOSE was written); the session's error if it failed; `TimedOut`
+    /// if `timeout` passed first, after which the session is aborted. Unread
+    /// input is discarded, so a peer that is still sending cannot stall it.
+    ///
+    /// Cancel-safe in the sense that matters: the close started by the first
+    /// poll goes on in the background, still bounded by `timeout`, exactly
+    /// as if the stream had been dropped.
+    pub fn poll_close_timeout(
+        &self,
+        cx: &mut Context<'_>,
+        timeout: Duration,
+    ) -> Poll<io::Result<()>> {
+        let mut sh = lock(&self.handle.shared);
+        if let Some(outcome) = &sh.outcome {
+            if sh.close_timed_out {
+                return Poll::Ready(Err(timed_out(
+                    "graceful close did not complete in time; session aborted",
+                )));
+            }
+            // A clean end is reported once the last CLOSE is written: a
+            // caller that then drops its runtime must not take that frame
+            // with it, or the peer would resume to learn the outcome.
+            if sh.flushed || outcome.is_err() {
+                return Poll::Ready(outcome.clone().map_err(io::Error::from));
+            }
+            add_waker(&mut sh.progress, cx);
+            return Poll::Pending;
+        }
+        add_waker(&mut sh.progress, cx);
+        // Only a new request (or a shorter bound) wakes the driver, as in
+        // `poll_shutdown`.
+        if !sh.discard || sh.close_bound.is_some_and(|b| timeout < b) {
+            sh.session.close();
+            sh.discard = true;
+            sh.close_bound = Some(timeout);
+            drop(sh);
+            self.handle.wake_driver();
+        }
+        Poll::Pending
+    }
+
+    /// [`FtStream::poll_close_timeout`] with the default close timeout (the
+    /// session's `max_reconnect_time`).
+    pub fn poll_close(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let bound = default_close_timeout(lock(&self.handle.shared).session.config());
+        self.poll_close_timeout(cx, bound)
+    }
+
+    /// Closes the session gracefully and waits, at most the close timeout
+    /// (the session's `max_reconnect_time`), until both sides know every byte
+    /// arrived. See [`FtStream::poll_close_timeout`].
+    ///
+    /// This is the session's close. The futures-io `AsyncWrite::poll_close`,
+    /// which generic code calls to end its writing, is the half-close
+    /// ([`FtStream::poll_shutdown`]), as on smol's `TcpStream`.
+    pub async fn close(&self) -> io::Result<()> {
+        poll_fn(|cx| self.poll_close(cx)).await
+    }
+
+    /// [`FtStream::close`] with an explicit bound.
+    pub async fn close_timeout(&self, timeout: Duration) -> io::Result<()> {
+        poll_fn(|cx| self.poll_close_timeout(cx, timeout)).await
+    }
+
+    /// Half-closes and waits until the peer session has every byte
+    /// ([`FtStream::poll_shutdown`]).
+    pub async fn shutdown(&self) -> io::Result<()> {
+        poll_fn(|cx| self.poll_shutdown(cx)).await
     }
 
     /// Aborts the session at once with an application `code` (0x1000..=0xFFFF).
@@ -255,6 +418,46 @@ impl FtStream {
         lock(&self.handle.shared).outcome.clone()
     }
 
+    /// The peer's address on the current transport (it may change with each
+    /// reconnect); `NotConnected` while there is none, `Unsupported` for
+    /// transports without an address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        let sh = lock(&self.handle.shared);
+        if let Some(s) = &sh.socket {
+            return s.peer_addr();
+        }
+        if let Some(p) = sh.peer {
+            return Ok(p);
+        }
+        Err(no_socket(&sh))
+    }
+
+    /// The local address of the current transport (see [`FtStream::peer_addr`]).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        let sh = lock(&self.handle.shared);
+        match &sh.socket {
+            Some(s) => s.local_addr(),
+            None => Err(no_socket(&sh)),
+        }
+    }
+
+    /// Sets `TCP_NODELAY` on the current transport and on every later one
+    /// (default `true`: handshakes, acknowledgments and heartbeats are small
+    /// and must not wait for Nagle).
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        let mut sh = lock(&self.handle.shared);
+        sh.nodelay = nodelay;
+        match &sh.socket {
+            Some(s) => s.set_nodelay(nodelay),
+            None => Ok(()),
+        }
+    }
+
+    /// The `TCP_NODELAY` setting applied to every transport.
+    pub fn nodelay(&self) -> bool {
+        lock(&self.handle.shared).nodelay
+    }
+
     /// Completes once the first handshake is done (or the session failed).
     pub(crate) fn poll_established(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut sh = lock(&self.handle.shared);
@@ -278,11 +481,32 @@ impl FtStream {
     }
 }
 
+fn no_socket(sh: &Shared) -> io::Error {
+    if sh.session.transport().is_none() || sh.session.is_finished() {
+        io::Error::new(io::ErrorKind::NotConnected, "no transport at the moment")
+    } else {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the transport has no socket address",
+        )
+    }
+}
+
 impl Drop for FtStream {
+    /// Closes the session gracefully in the background: unread input is
+    /// discarded, the driver runs the CLOSE exchange, and aborts the session
+    /// if the close timeout passes first; either way the driver ends and the
+    /// session is freed. If the runtime (or the process) ends first, the
+    /// driver goes with it: the peer sees its transport fail and its session
+    /// expires after `max_reconnect_time`.
     fn drop(&mut self) {
         let mut sh = lock(&self.handle.shared);
         if !sh.session.is_finished() {
             sh.session.close();
+            sh.discard = true;
+            if sh.close_bound.is_none() && sh.close_deadline.is_none() {
+                sh.close_bound = Some(default_close_timeout(sh.session.config()));
+            }
         }
         drop(sh);
         self.handle.wake_driver();
@@ -293,7 +517,7 @@ impl Drop for FtStream {
 /// shared reference, like `&TcpStream`, one task may read while another
 /// writes (the session is behind a lock, so the two never race).
 /// `poll_close` is the half-close ([`FtStream::poll_shutdown`], like
-/// `shutdown(Write)` on TCP); [`FtStream::poll_close_session`] ends the session.
+/// `shutdown(Write)` on TCP); [`FtStream::close`] ends the session.
 macro_rules! futures_io_impls {
     ($($stream:ty),*) => {$(
         impl futures_io::AsyncRead for $stream {
@@ -330,11 +554,14 @@ futures_io_impls!(FtStream, &FtStream);
 
 /// Starts a client session over transports from `connector` and completes
 /// once the first handshake is done. The session's driver runs on `rt`.
+/// An invalid `config` fails at once with `InvalidInput`
+/// ([`SessionError::Config`]).
 pub async fn connect<R: Runtime, C: Connect>(
     rt: R,
     config: Config,
     connector: C,
 ) -> io::Result<FtStream> {
+    config.validate()?;
     let seed = OsEntropy.next_u64();
     let session = Session::client(config, rt.now(), seed);
     let handle = Handle::new(session);

@@ -163,6 +163,12 @@ impl SessionError {
         }
     }
 
+    /// The session error inside an `io::Error` an adapter returned (the
+    /// typed reason a read, write, connect or close failed), if it has one.
+    pub fn from_io(e: &io::Error) -> Option<&SessionError> {
+        e.get_ref()?.downcast_ref::<SessionError>()
+    }
+
     /// The closest `io::ErrorKind`.
     pub fn io_kind(&self) -> io::ErrorKind {
         match self {

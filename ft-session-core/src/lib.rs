@@ -126,6 +126,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod addr;
 pub mod config;
 mod connection_set;
 mod endpoint;
@@ -153,6 +154,7 @@ pub mod stream_buffer;
 #[allow(dead_code, unreachable_pub)]
 mod stream_buffer;
 
+pub use addr::{ServerAddr, ToServerAddr};
 pub use config::{
     Config, ReleasePolicy, SocketOptions, TransportInfo, DEFAULT_IMPLICIT_SOCKET_BUFFER,
 };

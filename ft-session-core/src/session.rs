@@ -563,6 +563,20 @@ impl Session {
         self.tail.is_empty() && self.cursor == self.sbuf.end() && self.out.is_empty()
     }
 
+    /// Bytes the peer is known to have received: its highest acknowledgment
+    /// or resume count.
+    pub fn peer_received(&self) -> u64 {
+        self.peer_acked
+    }
+
+    /// True once this side's FIN was sent (after [`Session::shutdown`] or
+    /// [`Session::close`]) and the peer acknowledged every byte written
+    /// before it: the peer session holds the whole stream. A peer
+    /// acknowledges a FIN whatever the release policy (PROTOCOL.md R10).
+    pub fn is_fin_acked(&self) -> bool {
+        self.fin_sent && self.tail.is_empty() && self.peer_acked >= self.sbuf.end()
+    }
+
     // ---- application calls ----
 
     fn check_writable(&mut self) -> Result<usize, WriteError> {
@@ -884,9 +898,11 @@ impl Session {
                     self.peer_fin = Some(offset);
                     self.emit(Event::PeerFinished);
                     self.emit(Event::Readable);
-                    // The peer has everything we acknowledge, so tell it now:
-                    // its close waits for nothing else.
-                    if self.peer_params.wants_acks && self.acked_sent < self.received {
+                    // Acknowledge a FIN whatever the peer's policy: its
+                    // shutdown and close wait for proof that every byte
+                    // arrived (under the implicit policy this is the only
+                    // ACK the peer ever gets).
+                    if self.acked_sent < self.received {
                         self.pending_ack = true;
                     }
                 }

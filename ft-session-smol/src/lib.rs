@@ -10,31 +10,55 @@
 //! (shared with the Tokio adapter) and the protocol in `ft-session-core`.
 //! smol's sockets already speak futures-io, so they are used as they are.
 //!
-//! - Client: [`connect`] over TCP, or a [`Connector`] over any futures-io
-//!   transport (TLS, Unix sockets, async-std's `TcpStream`...).
-//! - Server: [`Listener::bind`] over TCP, or [`Listener::from_stream`] over
-//!   any stream of transports.
+//! The names mirror `smol::net` / `std::net` and are the same in
+//! `ft-session-tokio` and `ft-session-std`:
+//!
+//! - Client: [`FtStream::connect`] over TCP (the address is resolved again
+//!   on every reconnect), [`FtStream::connect_opts`] with [`SocketOptions`],
+//!   [`FtStream::connect_with`] over any futures-io transport (TLS, Unix
+//!   sockets, async-std's `TcpStream`...).
+//! - Server: [`FtListener::bind`] / [`FtListener::bind_opts`] over TCP,
+//!   [`FtListener::from_incoming`] over any stream of transports;
+//!   [`FtListener::accept`] returns `(FtStream, Option<SocketAddr>)`.
+//! - [`FtStream::peer_addr`], [`FtStream::local_addr`] (of the current
+//!   transport), [`FtStream::set_nodelay`] (applied to every new transport),
+//!   and I/O through `&FtStream`.
+//! - Errors are `io::Error`s; [`SessionError::from_io`] gets the core's typed
+//!   [`SessionError`] out of one. Every constructor validates its `Config`.
 //! - Under [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit)
-//!   (no acknowledgments), [`connect`] and [`Listener::bind`] pin the socket
-//!   buffers before connect/listen and report their effective sizes
-//!   ([`SocketOptions`]; [`connect_opts`]/[`Listener::bind_opts`] to size
-//!   them or declare a proxy's in-flight bytes). Transports from a
-//!   [`Connector`] or [`Listener::from_stream`] carry no sizes, so the
+//!   (no acknowledgments), `connect` and `bind` pin the socket buffers before
+//!   connect/listen and report their effective sizes ([`SocketOptions`]).
+//!   Transports from `connect_with` or `from_incoming` carry no sizes, so the
 //!   implicit policy refuses them (`InvalidInput`, `SessionError::Config`).
-//! - Errors are `io::Error`s whose inner error is the core's
-//!   [`SessionError`](ft_session_core::SessionError).
 //!
-//! ## `close` is a half-close; `close_session` ends the session
+//! ## Flush, shutdown, close and drop
 //!
-//! futures-io has a single `poll_close` ("close the writer"), where Tokio has
-//! `poll_shutdown`. On smol's own `TcpStream` it is `shutdown(Write)`: the
-//! peer reads end of stream and may still answer. [`FtStream`] does the same,
-//! because generic code (`futures::io::copy` followed by `close`, a codec's
-//! sink closing its writer) closes its writer and then expects the reply to
-//! arrive. So `AsyncWriteExt::close()` is the session's half-close and returns
-//! at once; [`FtStream::close_session`] closes the whole session and waits
-//! until both sides know every byte arrived. Dropping an `FtStream` closes it
-//! gracefully in the background.
+//! A session holds bytes the kernel does not, so each call that returns `Ok`
+//! promises at least what the same call on a `TcpStream` promises:
+//!
+//! | call | waits until | `Ok` means | bounded by | cancel-safe |
+//! |---|---|---|---|---|
+//! | `write` | room in the stream buffer | the bytes are the session's: kept until the peer has them, across reconnects | backpressure only | yes: bytes are taken only by a `Ready(Ok(n))` |
+//! | `read` | bytes, end of stream or the session's end | `Ok(0)` is the peer's shutdown or a clean close | – | yes |
+//! | `flush` | every byte written so far is in a live transport (the kernel's send buffer, the transport flushed); waits across a reconnect | as `TcpStream::flush`: nothing left in this process for the kernel to take | fails with the session's error | yes |
+//! | [`FtStream::shutdown`], and futures-io `poll_close` | the FIN was sent and the peer **session acknowledged every byte** before it (both release policies acknowledge a FIN) | the peer session has the whole stream; this side can still read | the close timeout: `TimedOut`, the session goes on | yes: requested by the first poll |
+//! | [`FtStream::close`] / [`FtStream::close_timeout`] | the CLOSE exchange finished and the last CLOSE was written; unread input is discarded | both sessions know every byte arrived both ways | the close timeout (default `max_reconnect_time`): then the session is aborted and the call fails with `TimedOut` | the close goes on in the background, still bounded |
+//! | drop | nothing | – | the background close, bounded by the close timeout, then abort; the driver ends and the session is freed either way | – |
+//!
+//! An error instead of `Ok` means the guarantee does not hold: the bytes may
+//! not have arrived. If the executor or the process ends before a background
+//! close finished, the driver ends with it: bytes that an awaited `shutdown`
+//! or `close` confirmed are in the peer session; the rest of the stream may
+//! be lost and the peer's session expires after `max_reconnect_time`.
+//!
+//! **`close` is the session's close.** futures-io has a single `poll_close`
+//! ("close the writer"); on smol's `TcpStream` it is `shutdown(Write)`, and
+//! generic code (`futures::io::copy` then `close`, a codec's sink) calls it
+//! to end its writing and then expects the reply. So the trait's
+//! `poll_close` is the half-close [`FtStream::shutdown`]. The inherent
+//! [`FtStream::close`] (which a direct `stream.close()` call picks before
+//! `AsyncWriteExt::close`) ends the whole session, with the same meaning as
+//! in the Tokio and std adapters.
 //!
 //! ## Executors and timers
 //!
@@ -52,27 +76,27 @@
 //!
 //! ```
 //! use ft_session_core::Config;
-//! use ft_session_smol::{connect, Listener};
+//! use ft_session_smol::{FtListener, FtStream};
 //! use smol::io::{AsyncReadExt, AsyncWriteExt};
 //!
 //! smol::block_on(async {
-//!     let listener = Listener::bind("127.0.0.1:0", Config::default()).await?;
+//!     let listener = FtListener::bind("127.0.0.1:0", Config::default()).await?;
 //!     let addr = listener.local_addr()?;
 //!     let server = smol::spawn(async move {
 //!         let (mut stream, _peer) = listener.accept().await?;
 //!         let mut buf = Vec::new();
 //!         stream.read_to_end(&mut buf).await?; // until the client's half-close
 //!         stream.write_all(&buf).await?;
-//!         stream.close_session().await
+//!         stream.close().await
 //!     });
 //!
-//!     let mut client = connect(addr, Config::default()).await?;
+//!     let mut client = FtStream::connect(addr, Config::default()).await?;
 //!     client.write_all(b"hello").await?;
-//!     client.close().await?; // futures-io close: a half-close
+//!     client.shutdown().await?; // the server's session has every byte
 //!     let mut echo = Vec::new();
 //!     client.read_to_end(&mut echo).await?;
 //!     assert_eq!(echo, b"hello");
-//!     client.close_session().await?;
+//!     client.close().await?;
 //!     server.await
 //! })?;
 //! # Ok::<(), std::io::Error>(())
@@ -89,17 +113,19 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use ft_session_async::{
-    Accept, AcceptStream, Accepted, ConnectFn, ConnectFuture, Connected, Transport,
+    Accept, AcceptStream, Accepted, ConnectFn, ConnectFuture, Connected, SocketControl, SocketRef,
+    Transport,
 };
-use ft_session_core::Config;
+use ft_session_core::{Config, ServerAddr, SessionId};
 use smol::net::AsyncToSocketAddrs;
 use smol::stream::Stream;
 use smol::{Async, Executor};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 pub use ft_session_async::{
-    FtStream, ListenerStats, SocketOptions, StreamStats, DEFAULT_IMPLICIT_SOCKET_BUFFER,
+    ListenerStats, SocketOptions, StreamStats, DEFAULT_IMPLICIT_SOCKET_BUFFER,
 };
+pub use ft_session_core::{SessionError, ToServerAddr};
 
 /// A boxed task, as handed to a [`SmolRuntime::spawn_with`] function.
 pub type BoxTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -208,107 +234,242 @@ impl ft_session_async::Runtime for SmolRuntime {
     }
 }
 
-/// Opens client sessions over transports made by a user function, called for
-/// the first connection and again for every reconnect. Any futures-io stream
-/// will do: smol's or async-std's `TcpStream`, a TLS stream, a Unix socket.
-pub struct Connector {
-    rt: SmolRuntime,
-    config: Config,
-    make: Arc<dyn ft_session_async::Connect>,
-}
+/// A fault-tolerant session: `futures_io::AsyncRead + AsyncWrite` across
+/// transport crashes. See the crate docs for what `flush`, `shutdown`,
+/// `close` and drop wait for.
+#[derive(Debug)]
+pub struct FtStream(ft_session_async::FtStream);
 
-impl std::fmt::Debug for Connector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The transport function has no Debug of its own.
-        let Connector { rt, config, .. } = self;
-        write!(f, "Connector {{ rt: {rt:?}, config: {config:?}, .. }}")
-    }
-}
-
-impl Connector {
-    /// A connector whose transports come from `make_transport`; sessions run
-    /// on smol's global executor.
-    pub fn new<F, Fut, T>(config: Config, make_transport: F) -> Connector
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = io::Result<T>> + Send + 'static,
-        T: Transport,
-    {
-        Connector::new_on(SmolRuntime::global(), config, make_transport)
-    }
-
-    /// Like [`Connector::new`], with sessions running on `rt`.
-    pub fn new_on<F, Fut, T>(rt: SmolRuntime, config: Config, make_transport: F) -> Connector
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = io::Result<T>> + Send + 'static,
-        T: Transport,
-    {
-        Connector {
-            rt,
+impl FtStream {
+    /// Connects a session over TCP to `addr` and completes the first
+    /// handshake, on smol's global executor. A host name is resolved again
+    /// on every reconnect attempt, and each address it yields is tried in turn.
+    ///
+    /// Under [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit)
+    /// the socket buffers are pinned before connect and their effective sizes
+    /// reported, as [`SocketOptions`] describes (by default
+    /// [`DEFAULT_IMPLICIT_SOCKET_BUFFER`]).
+    pub async fn connect<A: ToServerAddr>(addr: A, config: Config) -> io::Result<FtStream> {
+        FtStream::connect_opts_on(
+            SmolRuntime::global(),
+            addr,
             config,
-            make: Arc::new(ConnectFn(make_transport)),
-        }
+            SocketOptions::default(),
+        )
+        .await
     }
 
-    /// Starts a session and completes once its first handshake is done.
-    pub async fn connect(&self) -> io::Result<FtStream> {
-        let make = self.make.clone();
-        ft_session_async::connect(self.rt.clone(), self.config.clone(), move || make.connect())
+    /// Like [`FtStream::connect`], with the session running on `rt`.
+    pub async fn connect_on<A: ToServerAddr>(
+        rt: SmolRuntime,
+        addr: A,
+        config: Config,
+    ) -> io::Result<FtStream> {
+        FtStream::connect_opts_on(rt, addr, config, SocketOptions::default()).await
+    }
+
+    /// [`FtStream::connect`] with explicit socket options: pinned buffer
+    /// sizes, a middlebox's in-flight bytes.
+    pub async fn connect_opts<A: ToServerAddr>(
+        addr: A,
+        config: Config,
+        options: SocketOptions,
+    ) -> io::Result<FtStream> {
+        FtStream::connect_opts_on(SmolRuntime::global(), addr, config, options).await
+    }
+
+    /// Like [`FtStream::connect_opts`], with the session running on `rt`.
+    pub async fn connect_opts_on<A: ToServerAddr>(
+        rt: SmolRuntime,
+        addr: A,
+        config: Config,
+        options: SocketOptions,
+    ) -> io::Result<FtStream> {
+        config.validate()?;
+        let dial = TcpDial {
+            addr: addr.to_server_addr()?,
+            pin: options.pin_for(config.release_policy),
+            options,
+            timeout: config.handshake_timeout,
+        };
+        ft_session_async::connect(rt, config, dial)
             .await
+            .map(FtStream)
+    }
+
+    /// Connects a session over transports made by `make_transport`, called
+    /// for the first connection and again for every reconnect. Any
+    /// futures-io stream will do: smol's or async-std's `TcpStream`, a TLS
+    /// stream, a Unix socket. Runs on smol's global executor.
+    ///
+    /// Its transports report no buffer sizes: under
+    /// [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit)
+    /// this fails with `InvalidInput` ([`SessionError::Config`]).
+    pub async fn connect_with<F, Fut, T>(config: Config, make_transport: F) -> io::Result<FtStream>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = io::Result<T>> + Send + 'static,
+        T: Transport,
+    {
+        FtStream::connect_with_on(SmolRuntime::global(), config, make_transport).await
+    }
+
+    /// Like [`FtStream::connect_with`], with the session running on `rt`.
+    pub async fn connect_with_on<F, Fut, T>(
+        rt: SmolRuntime,
+        config: Config,
+        make_transport: F,
+    ) -> io::Result<FtStream>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = io::Result<T>> + Send + 'static,
+        T: Transport,
+    {
+        ft_session_async::connect(rt, config, ConnectFn(make_transport))
+            .await
+            .map(FtStream)
+    }
+
+    /// Closes the session gracefully and waits until both sides know every
+    /// byte arrived; bounded by the close timeout (the session's
+    /// `max_reconnect_time`), after which the session is aborted and this
+    /// fails with `TimedOut`. Unread input is discarded.
+    pub async fn close(&self) -> io::Result<()> {
+        self.0.close().await
+    }
+
+    /// [`FtStream::close`] with an explicit bound.
+    pub async fn close_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.0.close_timeout(timeout).await
+    }
+
+    /// Half-closes and waits until the peer session acknowledged every byte
+    /// (what the futures-io `poll_close` does; see the crate docs).
+    pub async fn shutdown(&self) -> io::Result<()> {
+        self.0.shutdown().await
+    }
+
+    /// Aborts the session at once, telling the peer `code` (0x1000..=0xFFFF).
+    pub fn abort(&self, code: u16) {
+        self.0.abort(code)
+    }
+
+    /// Reconnects, retransmitted bytes, state and the core's counters.
+    pub fn stats(&self) -> StreamStats {
+        self.0.stats()
+    }
+
+    /// The session id.
+    pub fn session_id(&self) -> Option<SessionId> {
+        self.0.session_id()
+    }
+
+    /// How the session ended, once it has.
+    pub fn outcome(&self) -> Option<Result<(), SessionError>> {
+        self.0.outcome()
+    }
+
+    /// The peer's address on the current transport; `NotConnected` while
+    /// reconnecting.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.peer_addr()
+    }
+
+    /// The local address of the current transport; `NotConnected` while
+    /// reconnecting.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    /// Sets `TCP_NODELAY` on the current transport and every later one
+    /// (default `true`).
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.0.set_nodelay(nodelay)
+    }
+
+    /// The `TCP_NODELAY` setting of the session's transports.
+    pub fn nodelay(&self) -> bool {
+        self.0.nodelay()
+    }
+
+    /// The runtime-neutral stream inside.
+    pub fn into_inner(self) -> ft_session_async::FtStream {
+        self.0
     }
 }
 
-/// Connects a session over TCP to `addr` (resolved once; every reconnect
-/// dials the same addresses), on smol's global executor.
-///
-/// Under [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit)
-/// the socket buffers are pinned before connect and their effective sizes
-/// reported, as [`SocketOptions`] describes (by default
-/// [`DEFAULT_IMPLICIT_SOCKET_BUFFER`]).
-pub async fn connect<A: AsyncToSocketAddrs>(addr: A, config: Config) -> io::Result<FtStream> {
-    connect_on(SmolRuntime::global(), addr, config).await
+/// futures-io for the stream and for `&FtStream` (one task may read while
+/// another writes, like `&TcpStream`). `poll_close` is the half-close.
+macro_rules! futures_io_impls {
+    ($($ty:ty),*) => {$(
+        impl smol::io::AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<io::Result<usize>> {
+                self.0.poll_read(cx, buf)
+            }
+        }
+
+        impl smol::io::AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.0.poll_write(cx, buf)
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.0.poll_flush(cx)
+            }
+
+            fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.0.poll_shutdown(cx)
+            }
+        }
+    )*};
 }
 
-/// Like [`connect`], with the session running on `rt`.
-pub async fn connect_on<A: AsyncToSocketAddrs>(
-    rt: SmolRuntime,
-    addr: A,
-    config: Config,
-) -> io::Result<FtStream> {
-    connect_opts_on(rt, addr, config, SocketOptions::default()).await
+futures_io_impls!(FtStream, &FtStream);
+
+/// smol's TCP stream as a socket handle.
+struct TcpSocket(smol::net::TcpStream);
+
+impl SocketControl for TcpSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.peer_addr()
+    }
+
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.0.set_nodelay(nodelay)
+    }
 }
 
-/// [`connect`] with explicit socket options: pinned buffer sizes, a
-/// middlebox's in-flight bytes.
-pub async fn connect_opts<A: AsyncToSocketAddrs>(
-    addr: A,
-    config: Config,
-    options: SocketOptions,
-) -> io::Result<FtStream> {
-    connect_opts_on(SmolRuntime::global(), addr, config, options).await
+/// A TCP stream as the driver's transport plus its socket handle (smol's
+/// `TcpStream` is a shared handle: both are the same socket).
+fn tcp_parts(s: Async<TcpStream>) -> (Box<dyn Transport>, Option<SocketRef>) {
+    let t = smol::net::TcpStream::from(s);
+    let socket: SocketRef = Arc::new(TcpSocket(t.clone()));
+    (Box::new(t), Some(socket))
 }
 
-/// Like [`connect_opts`], with the session running on `rt`.
-pub async fn connect_opts_on<A: AsyncToSocketAddrs>(
-    rt: SmolRuntime,
-    addr: A,
-    config: Config,
-    options: SocketOptions,
-) -> io::Result<FtStream> {
-    let addrs: Arc<[SocketAddr]> = smol::net::resolve(addr).await?.into();
-    let dial = TcpDial {
-        addrs,
-        pin: options.pin_for(config.release_policy),
-        options,
-        timeout: config.handshake_timeout,
-    };
-    ft_session_async::connect(rt, config, dial).await
+/// Resolves `addr` now (every attempt: a name may point elsewhere by now).
+async fn resolve(addr: &ServerAddr) -> io::Result<Vec<SocketAddr>> {
+    match addr {
+        ServerAddr::Addrs(a) => Ok(a.clone()),
+        ServerAddr::Host { host, port } => smol::net::resolve((host.as_str(), *port)).await,
+    }
 }
 
 /// Dials TCP for every (re)connection, pinning buffers first if asked.
 struct TcpDial {
-    addrs: Arc<[SocketAddr]>,
+    addr: ServerAddr,
     pin: Option<usize>,
     options: SocketOptions,
     timeout: Duration,
@@ -316,17 +477,17 @@ struct TcpDial {
 
 impl ft_session_async::Connect for TcpDial {
     fn connect(&self) -> ConnectFuture {
-        let (addrs, pin, options, timeout) =
-            (self.addrs.clone(), self.pin, self.options, self.timeout);
+        let (addr, pin, options, timeout) =
+            (self.addr.clone(), self.pin, self.options, self.timeout);
         Box::pin(async move {
             let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
-            for &addr in addrs.iter() {
+            for a in resolve(&addr).await? {
                 let dialed = match pin {
-                    None => Async::<TcpStream>::connect(addr).await,
+                    None => Async::<TcpStream>::connect(a).await,
                     Some(size) => {
                         // async-io makes its own socket; a pinned one is
                         // connected on the blocking pool, then registered.
-                        smol::unblock(move || connect_pinned(addr, size, timeout))
+                        smol::unblock(move || connect_pinned(a, size, timeout))
                             .await
                             .and_then(Async::new)
                     }
@@ -334,10 +495,13 @@ impl ft_session_async::Connect for TcpDial {
                 match dialed {
                     Ok(s) => {
                         let info = options.transport_info(read_back(s.get_ref(), pin)?);
-                        // Small frames (handshakes, acks, requests) must not wait for Nagle.
-                        s.get_ref().set_nodelay(true)?;
-                        let transport: Box<dyn Transport> = Box::new(s);
-                        return Ok(Connected { transport, info });
+                        // The session's nodelay setting is applied by the driver.
+                        let (transport, socket) = tcp_parts(s);
+                        return Ok(Connected {
+                            transport,
+                            info,
+                            socket,
+                        });
                     }
                     Err(e) => last = e,
                 }
@@ -414,65 +578,75 @@ impl Accept for TcpAccept {
 impl TcpAccept {
     fn accepted(&self, s: TcpStream, peer: SocketAddr) -> io::Result<Accepted> {
         let info = self.options.transport_info(read_back(&s, self.pin)?);
+        // The handshake is small and must not wait for Nagle; the session
+        // applies its own setting once it owns the socket.
         s.set_nodelay(true)?;
         // Async::new makes the socket non-blocking (accepted sockets are not).
-        let transport: Box<dyn Transport> = Box::new(Async::new(s)?);
+        let (transport, socket) = tcp_parts(Async::new(s)?);
         Ok(Accepted {
             transport,
             info,
             peer: Some(peer),
+            socket,
         })
     }
 }
 
-/// A server of fault-tolerant sessions. Resumes are routed to their parked
-/// sessions in the background; [`Listener::accept`] yields new sessions
-/// only. Dropping it stops accepting; running sessions go on, but can no
-/// longer be resumed.
+/// A server of fault-tolerant sessions: the counterpart of
+/// `smol::net::TcpListener`. Resumes are routed to their parked sessions in
+/// the background; [`FtListener::accept`] yields new sessions only.
 #[derive(Debug)]
-pub struct Listener {
+pub struct FtListener {
     inner: ft_session_async::Listener<SmolRuntime>,
     local_addr: Option<SocketAddr>,
 }
 
-impl Listener {
+impl FtListener {
     /// Listens on TCP `addr` (the first resolved address that binds), with
-    /// the sessions on smol's global executor.
+    /// the sessions on smol's global executor. An invalid `config` fails
+    /// here with `InvalidInput` ([`SessionError::Config`]).
     ///
     /// Under [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit)
     /// the listening socket's buffers are pinned before listen (accepted
     /// sockets inherit them; their effective sizes are read back on each),
     /// as [`SocketOptions`] describes.
-    pub async fn bind<A: AsyncToSocketAddrs>(addr: A, config: Config) -> io::Result<Listener> {
-        Listener::bind_on(SmolRuntime::global(), addr, config).await
+    pub async fn bind<A: AsyncToSocketAddrs>(addr: A, config: Config) -> io::Result<FtListener> {
+        FtListener::bind_opts_on(
+            SmolRuntime::global(),
+            addr,
+            config,
+            SocketOptions::default(),
+        )
+        .await
     }
 
-    /// Like [`Listener::bind`], with the listener's and sessions' tasks on `rt`.
+    /// Like [`FtListener::bind`], with the listener's and sessions' tasks on `rt`.
     pub async fn bind_on<A: AsyncToSocketAddrs>(
         rt: SmolRuntime,
         addr: A,
         config: Config,
-    ) -> io::Result<Listener> {
-        Listener::bind_opts_on(rt, addr, config, SocketOptions::default()).await
+    ) -> io::Result<FtListener> {
+        FtListener::bind_opts_on(rt, addr, config, SocketOptions::default()).await
     }
 
-    /// [`Listener::bind`] with explicit socket options: pinned buffer sizes,
-    /// a middlebox's in-flight bytes.
+    /// [`FtListener::bind`] with explicit socket options: pinned buffer
+    /// sizes, a middlebox's in-flight bytes.
     pub async fn bind_opts<A: AsyncToSocketAddrs>(
         addr: A,
         config: Config,
         options: SocketOptions,
-    ) -> io::Result<Listener> {
-        Listener::bind_opts_on(SmolRuntime::global(), addr, config, options).await
+    ) -> io::Result<FtListener> {
+        FtListener::bind_opts_on(SmolRuntime::global(), addr, config, options).await
     }
 
-    /// Like [`Listener::bind_opts`], with the tasks on `rt`.
+    /// Like [`FtListener::bind_opts`], with the tasks on `rt`.
     pub async fn bind_opts_on<A: AsyncToSocketAddrs>(
         rt: SmolRuntime,
         addr: A,
         config: Config,
         options: SocketOptions,
-    ) -> io::Result<Listener> {
+    ) -> io::Result<FtListener> {
+        config.validate()?;
         let pin = options.pin_for(config.release_policy);
         let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to bind");
         for addr in smol::net::resolve(addr).await? {
@@ -485,7 +659,7 @@ impl Listener {
                     let local_addr = Some(tcp.get_ref().local_addr()?);
                     let accept = TcpAccept { tcp, pin, options };
                     let inner = ft_session_async::Listener::new(rt, config, accept);
-                    return Ok(Listener { inner, local_addr });
+                    return Ok(FtListener { inner, local_addr });
                 }
                 Err(e) => last = e,
             }
@@ -496,30 +670,35 @@ impl Listener {
     /// Serves sessions over transports from any stream of futures-io
     /// transports (TLS acceptors, Unix listeners, async-std's `TcpListener`),
     /// each with its peer's address if known; on smol's global executor.
-    pub fn from_stream<S, T>(stream: S, config: Config) -> Listener
+    pub fn from_incoming<S, T>(config: Config, incoming: S) -> io::Result<FtListener>
     where
         S: Stream<Item = io::Result<(T, Option<SocketAddr>)>> + Send + 'static,
         T: Transport,
     {
-        Listener::from_stream_on(SmolRuntime::global(), stream, config)
+        FtListener::from_incoming_on(SmolRuntime::global(), config, incoming)
     }
 
-    /// Like [`Listener::from_stream`], with the tasks on `rt`.
-    pub fn from_stream_on<S, T>(rt: SmolRuntime, stream: S, config: Config) -> Listener
+    /// Like [`FtListener::from_incoming`], with the tasks on `rt`.
+    pub fn from_incoming_on<S, T>(
+        rt: SmolRuntime,
+        config: Config,
+        incoming: S,
+    ) -> io::Result<FtListener>
     where
         S: Stream<Item = io::Result<(T, Option<SocketAddr>)>> + Send + 'static,
         T: Transport,
     {
-        let inner = ft_session_async::Listener::new(rt, config, AcceptStream::new(stream));
-        Listener {
+        config.validate()?;
+        let inner = ft_session_async::Listener::new(rt, config, AcceptStream::new(incoming));
+        Ok(FtListener {
             inner,
             local_addr: None,
-        }
+        })
     }
 
-    /// The next new session and its peer's address.
+    /// The next new session and its peer's address (if the transport has one).
     pub async fn accept(&self) -> io::Result<(FtStream, Option<SocketAddr>)> {
-        self.inner.accept().await
+        self.inner.accept().await.map(|(s, p)| (FtStream(s), p))
     }
 
     /// Polls for the next new session.
@@ -527,19 +706,17 @@ impl Listener {
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(FtStream, Option<SocketAddr>)>> {
-        self.inner.poll_accept(cx)
+        self.inner
+            .poll_accept(cx)
+            .map(|r| r.map(|(s, p)| (FtStream(s), p)))
     }
 
-    /// The bound TCP address; an `Unsupported` error for a listener made by
-    /// [`Listener::from_stream`], whose transports have no address of its own.
+    /// The bound TCP address; `Unsupported` for a listener made by
+    /// [`FtListener::from_incoming`], whose transports have no address of its own.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        match self.local_addr {
-            Some(addr) => Ok(addr),
-            None => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "a listener over a stream of transports has no address",
-            )),
-        }
+        self.local_addr.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::Unsupported, "listener has no socket address")
+        })
     }
 
     /// The registry's counts (attached, parked, expired...) and the sessions

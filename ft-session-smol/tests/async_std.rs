@@ -9,7 +9,7 @@ use std::io;
 
 use async_std::net::{TcpListener, TcpStream};
 use common::*;
-use ft_session_smol::{Connector, Listener, SmolRuntime};
+use ft_session_smol::{FtListener, FtStream, SmolRuntime};
 use ft_session_testkit::{FaultPlan, FaultProxy};
 
 fn async_std_runtime() -> SmolRuntime {
@@ -35,18 +35,20 @@ fn async_std_transports_and_executor_under_kills() {
                 });
                 Some((next, tcp))
             });
-            let listener = Listener::from_stream_on(rt.clone(), accepted, fast_config());
+            let listener =
+                FtListener::from_incoming_on(rt.clone(), fast_config(), accepted).unwrap();
 
             let plan = FaultPlan::random_kills(3, 64 * 1024, 256 * 1024).max_kills(8);
             assert_plan_reaches(&plan, 8, LEN);
             let proxy = FaultProxy::start(upstream, plan).unwrap();
             let target = proxy.local_addr();
-            let connector = Connector::new_on(rt, fast_config(), move || async move {
+            let client = FtStream::connect_with_on(rt, fast_config(), move || async move {
                 let s = TcpStream::connect(target).await?;
                 s.set_nodelay(true)?;
                 Ok::<_, io::Error>(s)
-            });
-            let client = connector.connect().await.unwrap();
+            })
+            .await
+            .unwrap();
             let (server, peer) = listener.accept().await.unwrap();
             assert!(peer.is_some_and(|p| p.ip().is_loopback()));
 

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use common::*;
 use ft_session_core::{Config, SessionError};
-use ft_session_smol::{Listener, SmolRuntime};
+use ft_session_smol::{FtListener, SmolRuntime};
 use ft_session_testkit::{pattern, Direction, FaultPlan};
 use smol::io::AsyncReadExt;
 
 fn expired(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::TimedOut && session_error(e) == Some(&SessionError::Expired)
+    e.kind() == io::ErrorKind::TimedOut && SessionError::from_io(e) == Some(&SessionError::Expired)
 }
 
 #[test]
@@ -181,10 +181,13 @@ fn parked_sessions_are_dropped_after_max_reconnect_time() {
             expiring_config(),
         )
         .await;
-        let connector = rig.dialer.connector(SmolRuntime::global(), quiet);
         let mut pairs = vec![(first_c, first_s)];
         while pairs.len() < N {
-            let c = connector.connect().await.unwrap();
+            let c = rig
+                .dialer
+                .connect(SmolRuntime::global(), quiet.clone())
+                .await
+                .unwrap();
             pairs.push((c, rig.listener.accept().await.unwrap().0));
         }
         let data = pattern(3, BYTES);
@@ -237,12 +240,17 @@ fn unknown_session_after_server_restart() {
         pass(&client, &server, b"hello").await;
 
         // A restarted server: same address family, empty registry.
-        let restarted = Listener::bind("127.0.0.1:0", fast_config()).await.unwrap();
+        let restarted = FtListener::bind("127.0.0.1:0", fast_config())
+            .await
+            .unwrap();
         rig.dialer.redirect(restarted.local_addr().unwrap());
         assert_eq!(rig.proxy.kill_all(), 1);
         let e = (&mut &client).read(&mut [0u8; 1]).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
-        assert_eq!(session_error(&e), Some(&SessionError::UnknownSession));
+        assert_eq!(
+            SessionError::from_io(&e),
+            Some(&SessionError::UnknownSession)
+        );
         let st = restarted.stats();
         assert!(st.set.rejected_resumes >= 2, "retried: {st:?}");
         assert_eq!(st.sessions, 0, "{st:?}");
@@ -253,7 +261,7 @@ fn unknown_session_after_server_restart() {
 #[test]
 fn listener_over_a_stream_has_no_address() {
     let nothing = smol::stream::empty::<io::Result<(smol::Async<std::net::TcpStream>, _)>>();
-    let listener = Listener::from_stream(nothing, fast_config());
+    let listener = FtListener::from_incoming(fast_config(), nothing).unwrap();
     let e = listener.local_addr().unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::Unsupported);
 }

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{run_bounded, session_error};
+use common::run_bounded;
 use ft_session_core::{Config, ReleasePolicy, SessionState};
-use ft_session_smol::{connect_opts, FtStream, Listener, SocketOptions};
+use ft_session_smol::{FtListener, FtStream, SocketOptions};
 use ft_session_testkit::{pattern, sha256_hex, FaultPlan, FaultProxy, ProxyOptions, Sha256Tracker};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::Timer;
@@ -47,7 +47,7 @@ async fn slow_duplex(
     let w = stream.clone();
     let writer = smol::spawn(async move {
         (&*w).write_all(&data).await.unwrap();
-        (&*w).close().await.unwrap();
+        w.shutdown().await.unwrap();
     });
     let mut tracker = Sha256Tracker::new();
     let mut buf = vec![0u8; 32 * KIB];
@@ -57,7 +57,10 @@ async fn slow_duplex(
         }
         let n = match (&*stream).read(&mut buf).await {
             Ok(n) => n,
-            Err(e) => panic!("read failed: {e} ({:?})", session_error(&e)),
+            Err(e) => panic!(
+                "read failed: {e} ({:?})",
+                ft_session_core::SessionError::from_io(&e)
+            ),
         };
         if n == 0 {
             break;
@@ -79,14 +82,18 @@ fn adapter_sizing_survives_proxy_kills() {
             .copy_buffer(16 * KIB);
         let extra = proxy_opts.max_in_flight().unwrap().expect("pinned proxy");
         let opts = SocketOptions::new().middlebox_in_flight(extra);
-        let listener = Listener::bind_opts("127.0.0.1:0", cfg.clone(), opts)
+        let listener = FtListener::bind_opts("127.0.0.1:0", cfg.clone(), opts)
             .await
             .unwrap();
         let proxy = Arc::new(
             FaultProxy::start_with(listener.local_addr().unwrap(), FaultPlan::new(), proxy_opts)
                 .unwrap(),
         );
-        let client = Arc::new(connect_opts(proxy.local_addr(), cfg, opts).await.unwrap());
+        let client = Arc::new(
+            FtStream::connect_opts(proxy.local_addr(), cfg, opts)
+                .await
+                .unwrap(),
+        );
         let (server, _) = listener.accept().await.unwrap();
         let server = Arc::new(server);
 
@@ -159,7 +166,7 @@ fn adapter_sizing_survives_proxy_kills() {
             cs.core.max_retained, cs.retain_capacity, cs.retransmitted_bytes,
             ss.core.max_retained, ss.retain_capacity, ss.retransmitted_bytes,
         );
-        let (a, b) = smol::future::zip(client.close_session(), server.close_session()).await;
+        let (a, b) = smol::future::zip(client.close(), server.close()).await;
         a.unwrap();
         b.unwrap();
         smol::unblock(move || drop(proxy)).await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use ft_session_smol::{FtStream, Listener, SmolRuntime};
+use ft_session_smol::{FtListener, FtStream, SmolRuntime};
 use ft_session_testkit::{pattern, SplitMix64};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::lock::Barrier;
@@ -49,7 +49,7 @@ async fn echo_reversed(s: FtStream, rounds: u64, len: usize) {
         buf.reverse();
         (&mut &s).write_all(&buf).await.unwrap();
     }
-    s.close_session().await.unwrap();
+    s.close().await.unwrap();
 }
 
 /// Sends each request and checks that it comes back reversed.
@@ -87,12 +87,12 @@ fn thousand_sessions_request_response_with_ten_percent_reset() {
         cfg.handshake_timeout = Duration::from_secs(10);
         cfg.idle_timeout = Duration::from_secs(10);
         cfg.heartbeat_interval = Duration::from_secs(1);
-        let listener = Listener::bind_on(rt.clone(), "127.0.0.1:0", cfg.clone())
+        let listener = FtListener::bind_on(rt.clone(), "127.0.0.1:0", cfg.clone())
             .await
             .unwrap();
         let listener = Arc::new(listener);
         let dialer = Dialer::new(listener.local_addr().unwrap());
-        let connector = Arc::new(dialer.connector(rt.clone(), cfg));
+        let cfg = Arc::new(cfg);
 
         // Echo server: one task per session, every request back reversed.
         let (l, spawner) = (listener.clone(), ex.clone());
@@ -111,10 +111,10 @@ fn thousand_sessions_request_response_with_ten_percent_reset() {
         let go_on = Arc::new(Barrier::new(SESSIONS + 1));
         let clients: Vec<_> = (0..SESSIONS as u64)
             .map(|i| {
-                let connector = connector.clone();
+                let (dialer, rt, cfg) = (dialer.clone(), rt.clone(), cfg.clone());
                 let (halfway, go_on) = (halfway.clone(), go_on.clone());
                 ex.spawn(async move {
-                    let s = connector.connect().await.unwrap();
+                    let s = dialer.connect(rt, (*cfg).clone()).await.unwrap();
                     let requests = |rounds: std::ops::Range<u64>| {
                         rounds.map(move |r| pattern(i * 100 + r, REQ))
                     };
@@ -122,7 +122,7 @@ fn thousand_sessions_request_response_with_ten_percent_reset() {
                     halfway.wait().await;
                     go_on.wait().await;
                     ask_reversed(&s, requests(ROUNDS / 2..ROUNDS)).await;
-                    s.close_session().await.unwrap();
+                    s.close().await.unwrap();
                     s.stats().reconnects
                 })
             })

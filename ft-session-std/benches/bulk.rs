@@ -200,7 +200,7 @@ fn ft_pair(policy: ReleasePolicy) -> Bulk {
     let listener = FtListener::from_incoming(config.clone(), incoming).unwrap();
     let client =
         FtStream::connect_with(config, move || halves(connect(addr, pin)?, pin.is_some())).unwrap();
-    let server = listener.accept().unwrap();
+    let server = listener.accept().unwrap().0;
     let mut bulk = Bulk::new(Box::new(client), server);
     bulk._keep = Some(listener);
     bulk
@@ -263,7 +263,7 @@ fn connect_latency(c: &mut Criterion) {
         let l = FtListener::bind("127.0.0.1:0", Config::default()).unwrap();
         let addr = l.local_addr().unwrap();
         thread::spawn(move || {
-            while let Ok(mut s) = l.accept() {
+            while let Ok((mut s, _)) = l.accept() {
                 // Until the client's close, then close: a session the
                 // server closes at once may finish before the client's
                 // `connect` returns, which then fails with `Closed`.

@@ -14,7 +14,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, ToSocketAddrs};
+use std::net::Shutdown;
 use std::path::{Path, PathBuf};
 
 use ft_session_std::{Config, FtListener, FtStream};
@@ -57,7 +57,7 @@ pub fn serve(listener: FtListener, root: PathBuf) -> io::Result<()> {
 /// Fetches `name` into `out` and verifies the server's sha256; returns the
 /// length and the session's reconnect count.
 pub fn fetch(
-    addr: impl ToSocketAddrs,
+    addr: impl ft_session_std::ToServerAddr,
     config: Config,
     name: &str,
     out: &mut impl Write,

@@ -23,7 +23,7 @@ use ft_session_core::{
 use tracing::{debug, info, warn};
 
 use crate::listener::ServerCtx;
-use crate::transport::{ShutdownFn, TransportHalves};
+use crate::transport::{ShutdownFn, SocketRef, TransportHalves};
 
 /// How long a finished session lets its writers flush final frames (CLOSE,
 /// ABORT) before it shuts every transport down.
@@ -40,17 +40,21 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-struct Link {
+pub(crate) struct Link {
     /// Queue to the writer thread; `None` once the session dropped the link.
     tx: Sender<Transmit>,
     shutdown: ShutdownFn,
     /// Transmits queued to the writer and not yet fully written.
     queued: Arc<AtomicUsize>,
+    /// The transport's socket, if it has one (addresses, nodelay).
+    pub(crate) socket: Option<SocketRef>,
 }
 
 pub(crate) struct Inner {
     pub(crate) session: Session,
-    links: HashMap<TransportId, Link>,
+    pub(crate) links: HashMap<TransportId, Link>,
+    /// `TCP_NODELAY` for every transport of the session.
+    pub(crate) nodelay: bool,
     /// Links dropped after the session finished: their writers flush the
     /// final frames, then they are shut down.
     closing: Vec<ShutdownFn>,
@@ -61,7 +65,7 @@ pub(crate) struct Inner {
     pub(crate) linger_deadline: Option<Instant>,
     pub(crate) read_timeout: Option<Duration>,
     pub(crate) write_timeout: Option<Duration>,
-    writers: usize,
+    pub(crate) writers: usize,
     side: &'static str,
     /// Threads blocked in [`Shared::wait`]: `pump` only notifies `cond` when
     /// someone waits (a notify is a syscall even with no waiter).
@@ -74,6 +78,23 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// True when the current transport's writer has written everything
+    /// queued to it (what `flush` waits for, with the session's own queue).
+    pub(crate) fn writer_idle(&self) -> bool {
+        self.session
+            .transport()
+            .and_then(|t| self.links.get(&t))
+            .is_some_and(|l| l.queued.load(Ordering::Acquire) == 0)
+    }
+
+    /// The current transport's socket, if it has one.
+    pub(crate) fn socket(&self) -> Option<&SocketRef> {
+        self.session
+            .transport()
+            .and_then(|t| self.links.get(&t))
+            .and_then(|l| l.socket.as_ref())
+    }
+
     /// Under the implicit policy the core releases bytes once they are
     /// b bytes behind what it handed out, so nothing may pile up between the
     /// core and the kernel: while the current transport's writer has a
@@ -100,6 +121,8 @@ pub(crate) struct Shared {
     pub(crate) cond: Condvar,
     /// Waited on by the driver alone, so the data path does not wake it.
     driver_cond: Condvar,
+    /// Threads waiting in `flush`: writers tell them when their queue empties.
+    pub(crate) flushers: AtomicUsize,
 }
 
 impl Shared {
@@ -113,6 +136,7 @@ impl Shared {
             inner: Mutex::new(Inner {
                 session,
                 links: HashMap::new(),
+                nodelay: true,
                 closing: Vec::new(),
                 connector: connector.map(|c| Arc::new(Mutex::new(c))),
                 server,
@@ -127,6 +151,7 @@ impl Shared {
             }),
             cond: Condvar::new(),
             driver_cond: Condvar::new(),
+            flushers: AtomicUsize::new(0),
         })
     }
 
@@ -287,12 +312,18 @@ impl Shared {
         let (tx, rx) = mpsc::channel();
         let shutdown = t.shutdown.clone();
         let queued = Arc::new(AtomicUsize::new(0));
+        if let Some(s) = &t.socket {
+            if let Err(e) = s.set_nodelay(g.nodelay) {
+                debug!(transport, error = %e, "cannot set TCP_NODELAY on a new transport");
+            }
+        }
         g.links.insert(
             transport,
             Link {
                 tx,
                 shutdown: shutdown.clone(),
                 queued: queued.clone(),
+                socket: t.socket.clone(),
             },
         );
         let throttled = g.session.config().release_policy == ReleasePolicy::Implicit;
@@ -391,11 +422,18 @@ impl Shared {
                     Err(TryRecvError::Disconnected) => return writer.flush(),
                 };
                 write_transmit(&mut writer, &t)?;
-                if queued.fetch_sub(1, Ordering::AcqRel) == 1 && throttled {
-                    // The pump stopped polling while this frame was out
-                    // (`Inner::writer_full`): fetch the next one.
-                    let mut g = self.lock();
-                    self.pump(&mut g);
+                if queued.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    if throttled {
+                        // The pump stopped polling while this frame was out
+                        // (`Inner::writer_full`): fetch the next one.
+                        let mut g = self.lock();
+                        self.pump(&mut g);
+                    } else if self.flushers.load(Ordering::Acquire) > 0 {
+                        // A `flush` waits for this queue to empty.
+                        writer.flush()?;
+                        let g = self.lock();
+                        self.notify(&g);
+                    }
                 }
             }
         })();

@@ -18,7 +18,39 @@
 //!
 //! Reads and writes never report a transient transport failure; they fail
 //! only when the session is lost, with an [`std::io::Error`] wrapping the
-//! core's [`SessionError`].
+//! core's [`SessionError`] ([`SessionError::from_io`] gets it out).
+//!
+//! The names are those of `std::net` and the same in `ft-session-tokio` and
+//! `ft-session-smol`: [`FtStream::connect`] (the address is resolved again
+//! on every reconnect), [`FtStream::connect_opts`], [`FtStream::connect_with`];
+//! [`FtListener::bind`], [`FtListener::bind_opts`],
+//! [`FtListener::from_incoming`], and [`FtListener::accept`] returning
+//! `(FtStream, Option<SocketAddr>)`; [`FtStream::peer_addr`] and
+//! [`FtStream::local_addr`] of the current transport,
+//! [`FtStream::set_nodelay`] for every transport; [`FtStream::close`] and
+//! [`FtStream::close_timeout`]. Every constructor validates its `Config`.
+//!
+//! # Flush, shutdown, close and drop
+//!
+//! A session holds bytes the kernel does not, so each call that returns `Ok`
+//! promises at least what the same call on a `TcpStream` promises:
+//!
+//! | call | waits until | `Ok` means | bounded by |
+//! |---|---|---|---|
+//! | `write` | room in the stream buffer | the bytes are the session's: kept until the peer has them, across reconnects | the write timeout, if set |
+//! | `read` | bytes, end of stream or the session's end | `Ok(0)` is the peer's shutdown or a clean close | the read timeout, if set |
+//! | `flush` | every byte written so far is in a live transport (written into the kernel's send buffer); waits across a reconnect | as `TcpStream::flush`: nothing left in this process for the kernel to take | the write timeout, if set (`WouldBlock`) |
+//! | `shutdown(Write)` | the FIN was sent and the peer **session acknowledged every byte** before it (both release policies acknowledge a FIN) | the peer session has the whole stream; this side can still read | the close timeout: `TimedOut`, the session goes on |
+//! | [`FtStream::close`] / [`FtStream::close_timeout`] | the CLOSE exchange finished and the last CLOSE frame was written; unread input is discarded | both sessions know every byte arrived both ways | the close timeout (default `max_reconnect_time`): then the session is aborted and the call fails with `TimedOut` |
+//! | drop | nothing | – | the background close (unread input discarded), bounded by the close timeout, then abort; the session's threads end and it is freed either way |
+//!
+//! An error instead of `Ok` means the guarantee does not hold: the bytes may
+//! not have arrived. If the process exits before a background close
+//! finished, its threads die with it: bytes that a returned `shutdown` or
+//! `close` confirmed are in the peer session; the rest may be lost, and the
+//! peer's session expires after `max_reconnect_time`. So `write_all`,
+//! `shutdown(Write)?`, drop delivers every byte even if the process exits
+//! right after, as with TCP.
 //!
 //! # The implicit (no-acknowledgment) release policy
 //!
@@ -61,7 +93,7 @@
 //! let addr = listener.local_addr()?;
 //!
 //! let server = std::thread::spawn(move || -> std::io::Result<_> {
-//!     let mut stream = listener.accept()?;
+//!     let (mut stream, _peer) = listener.accept()?;
 //!     let mut got = Vec::new();
 //!     stream.read_to_end(&mut got)?; // until the client's shutdown
 //!     stream.write_all(b"bye")?;
@@ -73,7 +105,7 @@
 //!
 //! let mut client = FtStream::connect(addr, config)?;
 //! client.write_all(b"hello")?;
-//! client.shutdown(std::net::Shutdown::Write)?;
+//! client.shutdown(std::net::Shutdown::Write)?; // the server has every byte
 //! let mut reply = Vec::new();
 //! client.read_to_end(&mut reply)?;
 //! client.close()?;
@@ -96,8 +128,10 @@ pub use ft_session_core::TransportInfo;
 pub use ft_session_core::{
     Config, ReleasePolicy, SessionError, SessionId, SessionState, SetCounts, Stats,
 };
+pub use ft_session_core::{ServerAddr, ToServerAddr};
 pub use listener::FtListener;
 pub use stream::{FtStats, FtStream};
 pub use transport::{
-    Locked, ShutdownFn, SocketOptions, Transport, TransportHalves, DEFAULT_IMPLICIT_SOCKET_BUFFER,
+    Locked, ShutdownFn, SocketControl, SocketOptions, SocketRef, Transport, TransportHalves,
+    DEFAULT_IMPLICIT_SOCKET_BUFFER,
 };

@@ -149,7 +149,7 @@ impl ServerCtx {
 /// accepting; streams already accepted keep running.
 pub struct FtListener {
     ctx: Arc<ServerCtx>,
-    accepted: Mutex<Receiver<FtStream>>,
+    accepted: Mutex<Receiver<(FtStream, Option<SocketAddr>)>>,
     local_addr: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
 }
@@ -281,8 +281,9 @@ impl FtListener {
         })
     }
 
-    /// Waits for the next new session (resumes never show up here).
-    pub fn accept(&self) -> io::Result<FtStream> {
+    /// Waits for the next new session (resumes never show up here) and its
+    /// peer's address (if the transport has one).
+    pub fn accept(&self) -> io::Result<(FtStream, Option<SocketAddr>)> {
         lock(&self.accepted).recv().map_err(|_| {
             io::Error::new(
                 io::ErrorKind::NotConnected,
@@ -293,7 +294,7 @@ impl FtListener {
 
     /// Like [`accept`](Self::accept), but gives up after `timeout`
     /// (`ErrorKind::TimedOut`).
-    pub fn accept_timeout(&self, timeout: Duration) -> io::Result<FtStream> {
+    pub fn accept_timeout(&self, timeout: Duration) -> io::Result<(FtStream, Option<SocketAddr>)> {
         lock(&self.accepted)
             .recv_timeout(timeout)
             .map_err(|e| match e {
@@ -309,7 +310,7 @@ impl FtListener {
 
     /// An endless iterator over new sessions, like `TcpListener::incoming`.
     pub fn incoming(&self) -> impl Iterator<Item = io::Result<FtStream>> + '_ {
-        std::iter::from_fn(move || Some(self.accept()))
+        std::iter::from_fn(move || Some(self.accept().map(|(s, _)| s)))
     }
 
     /// The bound address (listeners from [`bind`](Self::bind) only).
@@ -340,7 +341,7 @@ impl Drop for FtListener {
 fn accept_loop<I, T>(
     ctx: Arc<ServerCtx>,
     incoming: I,
-    tx: SyncSender<FtStream>,
+    tx: SyncSender<(FtStream, Option<SocketAddr>)>,
     stop: Arc<AtomicBool>,
 ) where
     I: Iterator<Item = io::Result<T>>,
@@ -373,7 +374,11 @@ fn accept_loop<I, T>(
 
 /// Reads the client's first message, then admits: a fresh session goes to
 /// the accept queue, a resume to its session.
-fn handshake(ctx: Arc<ServerCtx>, mut t: TransportHalves, accepted: SyncSender<FtStream>) {
+fn handshake(
+    ctx: Arc<ServerCtx>,
+    mut t: TransportHalves,
+    accepted: SyncSender<(FtStream, Option<SocketAddr>)>,
+) {
     let start = Instant::now();
     let mut reader = HandshakeReader::new(start, &ctx.config);
     let done = Arc::new(AtomicBool::new(false));
@@ -465,6 +470,7 @@ fn handshake(ctx: Arc<ServerCtx>, mut t: TransportHalves, accepted: SyncSender<F
         }
         Admission::Fresh(session) => {
             drop(target_guard);
+            let peer = t.socket.as_ref().and_then(|s| s.peer_addr().ok());
             let id = session.session_id();
             let shared = Shared::new(*session, None, Some(ctx.clone()));
             if let Some(id) = id {
@@ -490,7 +496,10 @@ fn handshake(ctx: Arc<ServerCtx>, mut t: TransportHalves, accepted: SyncSender<F
                 shared.pump(&mut g);
                 return;
             }
-            if accepted.send(FtStream::from_shared(shared)).is_err() {
+            if accepted
+                .send((FtStream::from_shared(shared), peer))
+                .is_err()
+            {
                 // Listener gone: the stream's drop closes the session.
                 debug!("listener dropped; closing a new session");
             }

@@ -2,14 +2,16 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ft_session_core::{
-    Config, ReadError, Session, SessionError, SessionId, SessionState, Stats, WriteError,
+    Config, ReadError, ServerAddr, Session, SessionError, SessionId, SessionState, Stats,
+    ToServerAddr, WriteError,
 };
 
-use crate::driver::{Connector, Shared};
+use crate::driver::{Connector, Inner, Shared};
 use crate::entropy;
 use crate::transport::{connect_pinned, tcp_halves, SocketOptions, Transport};
 
@@ -41,8 +43,9 @@ pub struct FtStats {
 /// [`SessionError`] (expired, unknown session, data lost, aborted, protocol
 /// violation...).
 ///
-/// Dropping a stream closes the session gracefully in the background (bounded
-/// by the maximum reconnect time); [`close`](Self::close) does the same and
+/// What `flush`, `shutdown`, `close` and drop wait for is in the crate docs'
+/// table. Dropping a stream closes the session gracefully in the background
+/// (bounded by the close timeout); [`close`](Self::close) does the same and
 /// waits for the outcome.
 pub struct FtStream {
     shared: Arc<Shared>,
@@ -60,8 +63,9 @@ impl std::fmt::Debug for FtStream {
 
 impl FtStream {
     /// Connects to an [`FtListener`](crate::FtListener) over TCP and
-    /// completes the first handshake. Every later reconnect dials `addr`
-    /// again (each address in turn, each bounded by the handshake timeout).
+    /// completes the first handshake. Every reconnect resolves `addr` again
+    /// (a host name may point elsewhere by then) and dials each address in
+    /// turn, each bounded by the handshake timeout.
     ///
     /// Like the core, a client that cannot reach the server keeps trying
     /// with backoff and fails with `TimedOut` ([`SessionError::Expired`])
@@ -70,28 +74,28 @@ impl FtStream {
     /// Under [`ReleasePolicy::Implicit`](crate::ReleasePolicy::Implicit)
     /// the socket buffers are pinned as [`SocketOptions`] describes (by
     /// default [`DEFAULT_IMPLICIT_SOCKET_BUFFER`](crate::DEFAULT_IMPLICIT_SOCKET_BUFFER)).
-    pub fn connect(addr: impl ToSocketAddrs, config: Config) -> io::Result<FtStream> {
+    pub fn connect(addr: impl ToServerAddr, config: Config) -> io::Result<FtStream> {
         Self::connect_opts(addr, config, SocketOptions::default())
     }
 
     /// [`connect`](Self::connect) with explicit socket options: pinned
     /// buffer sizes, a middlebox's in-flight bytes.
     pub fn connect_opts(
-        addr: impl ToSocketAddrs,
+        addr: impl ToServerAddr,
         config: Config,
         options: SocketOptions,
     ) -> io::Result<FtStream> {
-        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
-        if addrs.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "no address to connect to",
-            ));
-        }
+        let addr = addr.to_server_addr()?;
         let timeout = config.handshake_timeout;
         let pin = options.pin_for(config.release_policy);
         let middlebox = options.middlebox_in_flight;
         Self::connect_with(config, move || {
+            let addrs: Vec<SocketAddr> = match &addr {
+                ServerAddr::Addrs(a) => a.clone(),
+                ServerAddr::Host { host, port } => {
+                    (host.as_str(), *port).to_socket_addrs()?.collect()
+                }
+            };
             let mut last = None;
             for a in &addrs {
                 match connect_pinned(a, pin, timeout) {
@@ -99,7 +103,9 @@ impl FtStream {
                     Err(e) => last = Some(e),
                 }
             }
-            Err(last.unwrap_or_else(|| io::ErrorKind::NotFound.into()))
+            Err(last.unwrap_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to")
+            }))
         })
     }
 
@@ -182,22 +188,47 @@ impl FtStream {
     }
 
     /// `Shutdown::Write` half-closes the session: the peer reads end of
-    /// stream after every byte written. `Shutdown::Read` does nothing (the
-    /// session keeps receiving). `Shutdown::Both` does both.
+    /// stream after every byte written. It returns `Ok` once the peer session
+    /// acknowledged every byte before the FIN (both release policies
+    /// acknowledge a FIN), the session's error if it failed first, or
+    /// `TimedOut` after the close timeout (the session goes on).
+    /// `Shutdown::Read` does nothing (the session keeps receiving).
+    /// `Shutdown::Both` does both.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        if matches!(how, Shutdown::Write | Shutdown::Both) {
-            let mut g = self.shared.lock();
-            g.session.shutdown();
-            self.shared.pump(&mut g);
+        if !matches!(how, Shutdown::Write | Shutdown::Both) {
+            return Ok(());
         }
-        Ok(())
+        let mut g = self.shared.lock();
+        g.session.shutdown();
+        self.shared.pump(&mut g);
+        let deadline = Instant::now() + close_bound(g.session.config());
+        loop {
+            if g.session.is_finished() {
+                return match g.session.error() {
+                    None => Ok(()),
+                    Some(e) => Err(e.clone().into()),
+                };
+            }
+            if g.session.is_fin_acked() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the peer did not acknowledge the stream's end within the close timeout",
+                ));
+            }
+            g = self.shared.wait(g, Some(deadline));
+        }
     }
 
-    /// Closes the session gracefully and waits, at most the maximum
-    /// reconnect time, until both sides know every byte arrived. Unread
-    /// input is discarded. Fails with the session's error if it was lost.
+    /// Closes the session gracefully and waits, at most the close timeout
+    /// (the session's `max_reconnect_time`), until both sides know every
+    /// byte arrived and the last CLOSE frame is written. Unread input is
+    /// discarded. Fails with the session's error if it was lost, and with
+    /// `TimedOut` (the session aborted) if the bound passed.
     pub fn close(&self) -> io::Result<()> {
-        let bound = self.shared.lock().session.config().max_reconnect_time;
+        let bound = close_bound(self.shared.lock().session.config());
         self.close_timeout(bound)
     }
 
@@ -219,10 +250,16 @@ impl FtStream {
             }
             self.shared.pump(&mut g);
             if g.session.is_finished() {
-                return match g.session.error() {
-                    None => Ok(()),
-                    Some(e) => Err(e.clone().into()),
-                };
+                if let Some(e) = g.session.error() {
+                    return Err(e.clone().into());
+                }
+                // A process that exits right after `close` must not take the
+                // last CLOSE with it: wait until the writers wrote every
+                // final frame (they end once their queues are written).
+                while g.writers > 0 && Instant::now() < deadline {
+                    g = self.shared.wait(g, Some(deadline));
+                }
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 g.session.abort(0);
@@ -234,6 +271,43 @@ impl FtStream {
             }
             g = self.shared.wait(g, Some(deadline));
         }
+    }
+
+    /// The peer's address on the current transport (it may change with each
+    /// reconnect); `NotConnected` while there is none, `Unsupported` for
+    /// transports without a socket.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        let g = self.shared.lock();
+        match g.socket() {
+            Some(s) => s.peer_addr(),
+            None => Err(no_socket(&g)),
+        }
+    }
+
+    /// The local address of the current transport (see [`peer_addr`](Self::peer_addr)).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        let g = self.shared.lock();
+        match g.socket() {
+            Some(s) => s.local_addr(),
+            None => Err(no_socket(&g)),
+        }
+    }
+
+    /// Sets `TCP_NODELAY` on the current transport and every later one
+    /// (default `true`: handshakes, acknowledgments and heartbeats are small
+    /// and must not wait for Nagle).
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        let mut g = self.shared.lock();
+        g.nodelay = nodelay;
+        match g.socket() {
+            Some(s) => s.set_nodelay(nodelay),
+            None => Ok(()),
+        }
+    }
+
+    /// The `TCP_NODELAY` setting of the session's transports.
+    pub fn nodelay(&self) -> bool {
+        self.shared.lock().nodelay
     }
 
     /// Ends the session at once and tells the peer `code` (an application
@@ -262,6 +336,34 @@ impl FtStream {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    fn flush_impl(&self) -> io::Result<()> {
+        let mut g = self.shared.lock();
+        let deadline = g.write_timeout.map(|d| Instant::now() + d);
+        loop {
+            if let Some(e) = g.session.error() {
+                return Err(e.clone().into());
+            }
+            if g.session.is_finished()
+                || (g.session.state() == SessionState::Established
+                    && g.session.is_flushed()
+                    && g.writer_idle())
+            {
+                return Ok(());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(io::Error::new(io::ErrorKind::WouldBlock, "flush timed out"));
+            }
+            self.shared.flushers.fetch_add(1, Ordering::AcqRel);
+            // The writer notifies when its queue empties; the short wait
+            // covers a notification sent just before this thread waits.
+            let wake = Instant::now() + Duration::from_millis(50);
+            g = self
+                .shared
+                .wait(g, Some(deadline.map_or(wake, |d| d.min(wake))));
+            self.shared.flushers.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -303,10 +405,12 @@ impl Write for &FtStream {
         self.write_impl(buf)
     }
 
-    /// Bytes are handed to the transport as soon as they are written, so
-    /// there is nothing to flush; delivery is guaranteed by the session.
+    /// Waits until every byte written so far is in a live transport (the
+    /// kernel's send buffer), across a reconnect if one is under way; see
+    /// the crate docs. Bounded by the write timeout if one is set
+    /// (`WouldBlock`).
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.flush_impl()
     }
 }
 
@@ -316,8 +420,26 @@ impl Write for FtStream {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.flush_impl()
     }
+}
+
+fn no_socket(g: &Inner) -> io::Error {
+    if g.session.transport().is_none() || g.session.is_finished() {
+        io::Error::new(io::ErrorKind::NotConnected, "no transport at the moment")
+    } else {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the transport has no socket address",
+        )
+    }
+}
+
+/// The bound of `close`, of a dropped stream's background close and of
+/// `shutdown`: the session's `max_reconnect_time`, so a close may wait out
+/// one whole reconnect.
+fn close_bound(config: &Config) -> Duration {
+    config.max_reconnect_time
 }
 
 impl Drop for FtStream {
@@ -326,8 +448,10 @@ impl Drop for FtStream {
         if g.session.is_finished() {
             return;
         }
-        // Like a socket's close: finish in the background, within a bound.
-        let bound = g.session.config().max_reconnect_time;
+        // Like a socket's close: finish in the background, within a bound;
+        // the driver discards unread input, aborts at the deadline, and the
+        // session is freed once its threads end.
+        let bound = close_bound(g.session.config());
         g.session.close();
         g.linger_deadline = Some(Instant::now() + bound);
         self.shared.pump(&mut g);

@@ -12,6 +12,34 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 /// writer when the session drops it.
 pub type ShutdownFn = Arc<dyn Fn(Shutdown) + Send + Sync>;
 
+/// The socket under a transport, for what applications ask of a TCP
+/// stream: addresses and `TCP_NODELAY`.
+pub trait SocketControl: Send + Sync + 'static {
+    /// The local address of the socket.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+    /// The peer's address.
+    fn peer_addr(&self) -> io::Result<SocketAddr>;
+    /// Sets `TCP_NODELAY`.
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()>;
+}
+
+impl SocketControl for TcpStream {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        TcpStream::local_addr(self)
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        TcpStream::peer_addr(self)
+    }
+
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        TcpStream::set_nodelay(self, nodelay)
+    }
+}
+
+/// A shared handle on a transport's socket.
+pub type SocketRef = Arc<dyn SocketControl>;
+
 /// A transport split for the adapter's threads: one reads, one writes, and
 /// `shutdown` unblocks both.
 pub struct TransportHalves {
@@ -24,6 +52,9 @@ pub struct TransportHalves {
     /// Kernel buffer sizes, if pinned and known (only
     /// [`ft_session_core::ReleasePolicy::Implicit`] needs them).
     pub info: TransportInfo,
+    /// Its socket, if it has one: `FtStream::peer_addr`, `local_addr` and
+    /// `set_nodelay` act on it.
+    pub socket: Option<SocketRef>,
 }
 
 impl std::fmt::Debug for TransportHalves {
@@ -50,7 +81,8 @@ impl Transport for TcpStream {
         // Session frames are small and latency-sensitive (heartbeats, acks, handshakes).
         self.set_nodelay(true)?;
         let reader = self.try_clone()?;
-        let control = self.try_clone()?;
+        let control = Arc::new(self.try_clone()?);
+        let socket: SocketRef = control.clone();
         Ok(TransportHalves {
             reader: Box::new(reader),
             writer: Box::new(self),
@@ -59,6 +91,7 @@ impl Transport for TcpStream {
                 let _ = control.shutdown(how);
             }),
             info: TransportInfo::default(),
+            socket: Some(socket),
         })
     }
 }
@@ -75,6 +108,7 @@ impl Transport for std::os::unix::net::UnixStream {
                 let _ = control.shutdown(how);
             }),
             info: TransportInfo::default(),
+            socket: None,
         })
     }
 }
@@ -155,6 +189,7 @@ impl<T: Read + Write + Send + 'static> Transport for Locked<T> {
             writer: Box::new(LockedHalf(self.inner)),
             shutdown: self.shutdown,
             info: TransportInfo::default(),
+            socket: None,
         })
     }
 }

@@ -31,7 +31,7 @@ fn blackhole_is_detected_and_the_session_resumes_after_it() {
         let listener = FtListener::bind("127.0.0.1:0", config()).unwrap();
         let proxy = FaultProxy::start(listener.local_addr().unwrap(), FaultPlan::new()).unwrap();
         let client = Arc::new(FtStream::connect(proxy.local_addr(), config()).unwrap());
-        let server = Arc::new(listener.accept().unwrap());
+        let server = Arc::new(listener.accept().unwrap().0);
         let len = 4 << 20;
         // Part of the stream before the hole, the rest written into it.
         (&*client).write_all(&pattern(1, len)[..len / 4]).unwrap();
@@ -92,7 +92,7 @@ fn half_open_server_still_believes_in_the_old_transport() {
         })
         .unwrap();
         let client = Arc::new(client);
-        let server = Arc::new(listener.accept().unwrap());
+        let server = Arc::new(listener.accept().unwrap().0);
         // Pause holds every byte (and every FIN) in the kernel: the server's
         // transport neither delivers nor fails.
         proxy.pause();
@@ -121,7 +121,7 @@ fn reconnect_time_exceeded_expires_both_sides() {
         let listener = FtListener::bind("127.0.0.1:0", cfg.clone()).unwrap();
         let proxy = FaultProxy::start(listener.local_addr().unwrap(), FaultPlan::new()).unwrap();
         let client = FtStream::connect(proxy.local_addr(), cfg).unwrap();
-        let server = listener.accept().unwrap();
+        let server = listener.accept().unwrap().0;
         (&client).write_all(b"before").unwrap();
         let mut buf = [0u8; 6];
         (&server).read_exact(&mut buf).unwrap();
@@ -133,11 +133,15 @@ fn reconnect_time_exceeded_expires_both_sides() {
         let se = s.join().unwrap();
         for e in [&ce, &se] {
             assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
-            assert_eq!(session_error(e), Some(&SessionError::Expired), "{e}");
+            assert_eq!(
+                SessionError::from_io(e),
+                Some(&SessionError::Expired),
+                "{e}"
+            );
         }
         // Writes fail the same way: the error is sticky.
         let we = (&client).write(b"x").unwrap_err();
-        assert_eq!(session_error(&we), Some(&SessionError::Expired));
+        assert_eq!(SessionError::from_io(&we), Some(&SessionError::Expired));
     });
 }
 
@@ -163,13 +167,13 @@ fn restarted_server_answers_unknown_session() {
             TcpStream::connect(target)
         })
         .unwrap();
-        let _old = first.accept().unwrap();
+        let _old = first.accept().unwrap().0;
         (&client).write_all(b"hello").unwrap();
         proxy.kill_all();
         let e = (&client).read(&mut [0u8; 16]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
         assert_eq!(
-            session_error(&e),
+            SessionError::from_io(&e),
             Some(&SessionError::UnknownSession),
             "{e}"
         );

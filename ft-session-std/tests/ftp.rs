@@ -36,7 +36,7 @@ fn ftp_file_arrives_intact_through_kills() {
         // was cut resumes and learns the session closed.
         let l = listener.clone();
         let server = std::thread::spawn(move || {
-            let s = l.accept().unwrap();
+            let s = l.accept().unwrap().0;
             ftp::serve_one(s, &root).unwrap()
         });
         let mut out = Vec::new();

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{bounded, config, session_error};
+use common::{bounded, config};
 use ft_session_std::{
     Config, FtListener, FtStats, FtStream, ReleasePolicy, SessionError, SessionState,
     SocketOptions, Transport, TransportInfo,
@@ -239,7 +239,9 @@ fn run(label: &str, path: Path, buffer: Option<usize>, len: usize, min_kills: u6
         }
     };
     let accept = thread::spawn(move || {
-        let s = listener.accept_timeout(Duration::from_secs(10));
+        let s = listener
+            .accept_timeout(Duration::from_secs(10))
+            .map(|(s, _)| s);
         (s, listener)
     });
     let client = Arc::new(if server_opts_used {
@@ -287,10 +289,16 @@ fn run(label: &str, path: Path, buffer: Option<usize>, len: usize, min_kills: u6
 
     for (side, r) in [("client", &c), ("server", &s)] {
         if let Err(e) = &r.sent {
-            panic!("{label}: {side} write failed: {e} ({:?})", session_error(e));
+            panic!(
+                "{label}: {side} write failed: {e} ({:?})",
+                SessionError::from_io(e)
+            );
         }
         if let Err(e) = &r.received {
-            panic!("{label}: {side} read failed: {e} ({:?})", session_error(e));
+            panic!(
+                "{label}: {side} read failed: {e} ({:?})",
+                SessionError::from_io(e)
+            );
         }
     }
     assert_eq!(
@@ -418,7 +426,9 @@ fn undersized_bound_ends_in_data_lost_with_correct_prefix() {
         let proxy = Arc::new(FaultProxy::start(server_addr, FaultPlan::new()).unwrap());
         let paddr = proxy.local_addr();
         let accept = thread::spawn(move || {
-            let s = listener.accept_timeout(Duration::from_secs(10));
+            let s = listener
+                .accept_timeout(Duration::from_secs(10))
+                .map(|(s, _)| s);
             (s, listener)
         });
         let client = Arc::new(
@@ -468,9 +478,12 @@ fn undersized_bound_ends_in_data_lost_with_correct_prefix() {
                 .as_ref()
                 .expect_err("an undersized bound must lose the stream");
             assert!(
-                matches!(session_error(e), Some(SessionError::DataLost { .. })),
+                matches!(
+                    SessionError::from_io(e),
+                    Some(SessionError::DataLost { .. })
+                ),
                 "{side}: expected DataLost, got {e} ({:?})",
-                session_error(e)
+                SessionError::from_io(e)
             );
             let got = usize::try_from(r.received_bytes).unwrap();
             assert!(got < len, "{side}: received everything despite DataLost");
@@ -505,7 +518,7 @@ fn implicit_without_sizes_is_refused() {
             .expect_err("no sizes: must be refused");
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
         assert!(
-            matches!(session_error(&err), Some(SessionError::Config(_))),
+            matches!(SessionError::from_io(&err), Some(SessionError::Config(_))),
             "{err}"
         );
     });

@@ -22,7 +22,7 @@ fn transfer(
         // A handshake cut after the server's ACCEPT leaves an orphan session
         // in the queue (it expires by itself): serve only the client's.
         let s = loop {
-            let s = listener.accept().unwrap();
+            let s = listener.accept().unwrap().0;
             if s.session_id() == Some(id) {
                 break Arc::new(s);
             }

@@ -39,7 +39,7 @@ fn hundred_concurrent_sessions_with_kills() {
         let server = thread::spawn(move || {
             let handles: Vec<_> = (0..SESSIONS)
                 .map(|_| {
-                    let s = l.accept().unwrap();
+                    let s = l.accept().unwrap().0;
                     thread::spawn(move || {
                         let mut first = [0u8; 8];
                         (&s).read_exact(&mut first).unwrap();
@@ -103,7 +103,7 @@ fn transfer_survives_ss_kill_of_the_live_connection() {
         let listener = FtListener::bind("127.0.0.1:0", config()).unwrap();
         let port = listener.local_addr().unwrap().port();
         let client = Arc::new(FtStream::connect(("127.0.0.1", port), config()).unwrap());
-        let server = Arc::new(listener.accept().unwrap());
+        let server = Arc::new(listener.accept().unwrap().0);
         let len = 16 << 20;
         let cside = duplex(client.clone(), Arc::new(pattern(5, len)));
         let sside = duplex(server.clone(), Arc::new(pattern(6, len)));

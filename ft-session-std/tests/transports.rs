@@ -32,7 +32,7 @@ fn unix_socket_session_survives_transport_shutdowns() {
         })
         .unwrap();
         let client = Arc::new(client);
-        let server = Arc::new(listener.accept().unwrap());
+        let server = Arc::new(listener.accept().unwrap().0);
         let len = 8 << 20;
         let cside = duplex(client.clone(), Arc::new(pattern(7, len)));
         let sside = duplex(server.clone(), Arc::new(pattern(8, len)));

@@ -13,8 +13,8 @@
 //! `FT_BENCH_CC=system` for the system default): this machine's BBR settles
 //! per connection into a fast or a slow mode on loopback (docs/BENCHMARKS.md).
 //! The sessions therefore run over sockets made here, through the public
-//! `Connector` / `Listener::from_stream`, set up as `connect` / `Listener::bind`
-//! set them up.
+//! `FtStream::connect_with` / `FtListener::from_incoming`, set up as
+//! `FtStream::connect` / `FtListener::bind` set them up.
 //!
 //! After criterion, the binary prints the summary every adapter's bench
 //! prints (`ft_session_bench::bulk_summary`): `FT_BENCH_ROUNDS` (default 20)
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
 use ft_session_core::Config;
-use ft_session_tokio::{Connector, Listener};
+use ft_session_tokio::{FtListener, FtStream};
 use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -85,7 +85,7 @@ struct Bulk {
     writer: Option<Writer>,
     done: mpsc::UnboundedReceiver<()>,
     /// What must live as long as the connection (the session's listener).
-    _keep: Option<Listener>,
+    _keep: Option<FtListener>,
 }
 
 impl Bulk {
@@ -162,9 +162,8 @@ fn ft_pair(rt: &Runtime) -> Bulk {
             });
             Some((r, l))
         });
-        let listener = Listener::from_stream(incoming, Config::default());
-        let client = Connector::new(Config::default(), move || connect(addr))
-            .connect()
+        let listener = FtListener::from_incoming(Config::default(), incoming).unwrap();
+        let client = FtStream::connect_with(Config::default(), move || connect(addr))
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
@@ -229,7 +228,7 @@ fn connect_latency(c: &mut Criterion) {
 
     g.bench_function("ft_session", |b| {
         let addr = rt.block_on(async {
-            let l = Listener::bind("127.0.0.1:0", Config::default())
+            let l = FtListener::bind("127.0.0.1:0", Config::default())
                 .await
                 .unwrap();
             let addr = l.local_addr().unwrap();
@@ -249,9 +248,7 @@ fn connect_latency(c: &mut Criterion) {
                 let mut t = Duration::ZERO;
                 for _ in 0..iters {
                     let start = Instant::now();
-                    let mut s = ft_session_tokio::connect(addr, Config::default())
-                        .await
-                        .unwrap();
+                    let s = FtStream::connect(addr, Config::default()).await.unwrap();
                     t += start.elapsed();
                     // Not timed: the graceful close, so sessions do not pile up.
                     s.close().await.unwrap();

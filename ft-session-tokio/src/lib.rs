@@ -8,33 +8,60 @@
 //! This crate is a thin binding: the drive logic lives in `ft-session-async`
 //! (shared with other runtimes) and the protocol in `ft-session-core`.
 //!
-//! - Client: [`connect`] over TCP, or a [`Connector`] over any transport
-//!   (TLS, Unix sockets, simulated networks).
-//! - Server: [`Listener::bind`] over TCP, or [`Listener::from_stream`] over
-//!   any stream of transports.
-//! - [`FtStream::poll_shutdown`](tokio::io::AsyncWriteExt::shutdown) is a
-//!   half-close; [`FtStream::close`] closes gracefully and waits until both
-//!   sides know every byte arrived.
+//! The names mirror `tokio::net` and are the same in `ft-session-smol` and
+//! `ft-session-std`:
+//!
+//! - Client: [`FtStream::connect`] over TCP (the address is resolved again
+//!   on every reconnect), [`FtStream::connect_opts`] with [`SocketOptions`],
+//!   [`FtStream::connect_with`] over any transport (TLS, Unix sockets,
+//!   simulated networks).
+//! - Server: [`FtListener::bind`] / [`FtListener::bind_opts`] over TCP,
+//!   [`FtListener::from_incoming`] over any stream of transports;
+//!   [`FtListener::accept`] returns `(FtStream, Option<SocketAddr>)`.
+//! - [`FtStream::peer_addr`], [`FtStream::local_addr`] (of the current
+//!   transport), [`FtStream::set_nodelay`] (applied to every new transport),
+//!   [`FtStream::into_split`], and I/O through `&FtStream`.
+//! - Errors are `io::Error`s; [`SessionError::from_io`] gets the core's typed
+//!   [`SessionError`] out of one. Every constructor validates its `Config`.
 //! - Under [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit)
-//!   (no acknowledgments), [`connect`] and [`Listener::bind`] pin the socket
-//!   buffers before connect/listen and report their effective sizes
-//!   ([`SocketOptions`]; [`connect_opts`]/[`Listener::bind_opts`] to size
-//!   them or declare a proxy's in-flight bytes). Transports from a
-//!   [`Connector`] or [`Listener::from_stream`] carry no sizes, so the
+//!   (no acknowledgments), `connect` and `bind` pin the socket buffers before
+//!   connect/listen and report their effective sizes ([`SocketOptions`]).
+//!   Transports from `connect_with` or `from_incoming` carry no sizes, so the
 //!   implicit policy refuses them (`InvalidInput`, `SessionError::Config`).
-//! - Errors are `io::Error`s whose inner error is the core's
-//!   [`SessionError`](ft_session_core::SessionError).
 //! - `tracing` events report connects, losses, resumes (with both counts)
 //!   and expiries.
 //!
+//! ## Flush, shutdown, close and drop
+//!
+//! A session holds bytes the kernel does not, so each call that returns `Ok`
+//! promises at least what the same call on a `TcpStream` promises:
+//!
+//! | call | waits until | `Ok` means | bounded by | cancel-safe |
+//! |---|---|---|---|---|
+//! | `write` | room in the stream buffer | the bytes are the session's: kept until the peer has them, across reconnects | backpressure only | yes: bytes are taken only by a `Ready(Ok(n))` |
+//! | `read` | bytes, end of stream or the session's end | `Ok(0)` is the peer's shutdown or a clean close | – | yes |
+//! | `flush` | every byte written so far is in a live transport (the kernel's send buffer, the transport flushed); waits across a reconnect | as `TcpStream::flush`: nothing left in this process for the kernel to take | fails with the session's error | yes |
+//! | `shutdown` (`AsyncWriteExt::shutdown` or [`FtStream::shutdown`]) | the FIN was sent and the peer **session acknowledged every byte** before it (both release policies acknowledge a FIN) | the peer session has the whole stream; this side can still read | the close timeout: `TimedOut`, the session goes on | yes: requested by the first poll |
+//! | [`FtStream::close`] / [`FtStream::close_timeout`] | the CLOSE exchange finished and the last CLOSE was written; unread input is discarded | both sessions know every byte arrived both ways | the close timeout (default `max_reconnect_time`): then the session is aborted and the call fails with `TimedOut` | the close goes on in the background, still bounded |
+//! | drop | nothing | – | the background close, bounded by the close timeout, then abort; the driver ends and the session is freed either way | – |
+//!
+//! An error instead of `Ok` means the guarantee does not hold: the bytes may
+//! not have arrived. If the runtime or the process ends before a background
+//! close finished, the driver ends with it: bytes that an awaited `shutdown`
+//! or `close` confirmed are in the peer session; the rest of the stream may
+//! be lost and the peer's session expires after `max_reconnect_time`. So
+//! `write_all; shutdown().await?; drop` delivers every byte even if the
+//! runtime ends right after, as with TCP; without the `shutdown`, only the
+//! kernel's copy is left, as after `flush`.
+//!
 //! ```
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
-//! use ft_session_tokio::{connect, Listener};
+//! use ft_session_tokio::{FtListener, FtStream};
 //! use ft_session_core::Config;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> std::io::Result<()> {
-//! let listener = Listener::bind("127.0.0.1:0", Config::default()).await?;
+//! let listener = FtListener::bind("127.0.0.1:0", Config::default()).await?;
 //! let addr = listener.local_addr()?;
 //! let server = tokio::spawn(async move {
 //!     let (mut stream, _peer) = listener.accept().await?;
@@ -44,9 +71,9 @@
 //!     stream.close().await
 //! });
 //!
-//! let mut client = connect(addr, Config::default()).await?;
+//! let mut client = FtStream::connect(addr, Config::default()).await?;
 //! client.write_all(b"hello").await?;
-//! client.shutdown().await?;
+//! client.shutdown().await?; // the server's session has every byte
 //! let mut echo = Vec::new();
 //! client.read_to_end(&mut echo).await?;
 //! assert_eq!(echo, b"hello");
@@ -58,22 +85,23 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use ft_session_async::{Accept, Accepted, ConnectFuture, Connected};
-use ft_session_core::{Config, SessionError, SessionId, TransportInfo};
+use ft_session_async::{Accept, Accepted, ConnectFuture, Connected, SocketControl, SocketRef};
+use ft_session_core::{Config, ServerAddr, SessionId};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 
 pub use ft_session_async::{
     ListenerStats, SocketOptions, StreamStats, DEFAULT_IMPLICIT_SOCKET_BUFFER,
 };
+pub use ft_session_core::{SessionError, ToServerAddr};
 
 /// The Tokio [`ft_session_async::Runtime`]: Tokio's (pausable) clock, timer and spawn.
 #[derive(Debug, Clone, Copy, Default)]
@@ -155,19 +183,80 @@ impl<T: AsyncWrite + Unpin> futures_io::AsyncWrite for Compat<T> {
     }
 }
 
-/// A fault-tolerant session: `AsyncRead + AsyncWrite` across transport crashes.
-///
-/// `shutdown()` (from `AsyncWriteExt`) is a half-close: the peer reads end of
-/// stream after everything written. [`FtStream::close`] ends the session
-/// gracefully. Dropping the stream closes it gracefully in the background.
+/// A fault-tolerant session: `AsyncRead + AsyncWrite` across transport
+/// crashes. See the crate docs for what `flush`, `shutdown`, `close` and
+/// drop wait for.
 #[derive(Debug)]
 pub struct FtStream(ft_session_async::FtStream);
 
 impl FtStream {
-    /// Closes the session gracefully: completes with `Ok` once both sides
-    /// know every byte arrived (`Finished(Ok)`), or with the session's error.
-    pub async fn close(&mut self) -> io::Result<()> {
-        poll_fn(|cx| self.0.poll_close_session(cx)).await
+    /// Connects a session over TCP to `addr` and completes the first
+    /// handshake. A host name is resolved again on every reconnect attempt,
+    /// and each address it yields is tried in turn.
+    ///
+    /// Under [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit)
+    /// the socket buffers are pinned before connect and their effective sizes
+    /// reported, as [`SocketOptions`] describes (by default
+    /// [`DEFAULT_IMPLICIT_SOCKET_BUFFER`]).
+    pub async fn connect<A: ToServerAddr>(addr: A, config: Config) -> io::Result<FtStream> {
+        FtStream::connect_opts(addr, config, SocketOptions::default()).await
+    }
+
+    /// [`FtStream::connect`] with explicit socket options: pinned buffer
+    /// sizes, a middlebox's in-flight bytes.
+    pub async fn connect_opts<A: ToServerAddr>(
+        addr: A,
+        config: Config,
+        options: SocketOptions,
+    ) -> io::Result<FtStream> {
+        config.validate()?;
+        let dial = TcpDial {
+            addr: addr.to_server_addr()?,
+            pin: options.pin_for(config.release_policy),
+            options,
+        };
+        ft_session_async::connect(TokioRuntime, config, dial)
+            .await
+            .map(FtStream)
+    }
+
+    /// Connects a session over transports made by `make_transport`, called
+    /// for the first connection and again for every reconnect (TLS, Unix
+    /// sockets, simulated networks...).
+    ///
+    /// Its transports report no buffer sizes: under
+    /// [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit)
+    /// this fails with `InvalidInput` ([`SessionError::Config`]). Use
+    /// `ft_session_async::connect` with a `Connect` whose `Connected::info`
+    /// gives the pinned, effective sizes.
+    pub async fn connect_with<F, Fut, T>(config: Config, make_transport: F) -> io::Result<FtStream>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = io::Result<T>> + Send + 'static,
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        ft_session_async::connect(TokioRuntime, config, MakeTransport(make_transport))
+            .await
+            .map(FtStream)
+    }
+
+    /// Closes the session gracefully and waits until both sides know every
+    /// byte arrived; bounded by the close timeout (the session's
+    /// `max_reconnect_time`), after which the session is aborted and this
+    /// fails with `TimedOut`. Unread input is discarded.
+    pub async fn close(&self) -> io::Result<()> {
+        self.0.close().await
+    }
+
+    /// [`FtStream::close`] with an explicit bound.
+    pub async fn close_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.0.close_timeout(timeout).await
+    }
+
+    /// Half-closes and waits until the peer session acknowledged every byte
+    /// (the same as `AsyncWriteExt::shutdown`; see the crate docs).
+    pub async fn shutdown(&self) -> io::Result<()> {
+        self.0.shutdown().await
     }
 
     /// Aborts the session at once, telling the peer `code` (0x1000..=0xFFFF).
@@ -190,67 +279,186 @@ impl FtStream {
         self.0.outcome()
     }
 
+    /// The peer's address on the current transport; `NotConnected` while
+    /// reconnecting.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.peer_addr()
+    }
+
+    /// The local address of the current transport; `NotConnected` while
+    /// reconnecting.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    /// Sets `TCP_NODELAY` on the current transport and every later one
+    /// (default `true`).
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.0.set_nodelay(nodelay)
+    }
+
+    /// The `TCP_NODELAY` setting of the session's transports.
+    pub fn nodelay(&self) -> bool {
+        self.0.nodelay()
+    }
+
+    /// Splits the stream into owned halves that can move to different tasks
+    /// (like `TcpStream::into_split`). The session closes in the background
+    /// once both halves are dropped, as when the stream is.
+    pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        let inner = Arc::new(self.0);
+        (OwnedReadHalf(inner.clone()), OwnedWriteHalf(inner))
+    }
+
     /// The runtime-neutral stream inside.
     pub fn into_inner(self) -> ft_session_async::FtStream {
         self.0
     }
 }
 
-impl AsyncRead for FtStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let dst = buf.initialize_unfilled();
-        match self.0.poll_read(cx, dst) {
-            Poll::Ready(Ok(n)) => {
-                buf.advance(n);
-                Poll::Ready(Ok(()))
+fn tokio_read(
+    s: &ft_session_async::FtStream,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    let dst = buf.initialize_unfilled();
+    match s.poll_read(cx, dst) {
+        Poll::Ready(Ok(n)) => {
+            buf.advance(n);
+            Poll::Ready(Ok(()))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// The session behind each of this crate's I/O types.
+trait Inner {
+    fn inner(&self) -> &ft_session_async::FtStream;
+}
+
+impl Inner for FtStream {
+    fn inner(&self) -> &ft_session_async::FtStream {
+        &self.0
+    }
+}
+
+impl Inner for &FtStream {
+    fn inner(&self) -> &ft_session_async::FtStream {
+        &self.0
+    }
+}
+
+impl Inner for OwnedReadHalf {
+    fn inner(&self) -> &ft_session_async::FtStream {
+        &self.0
+    }
+}
+
+impl Inner for OwnedWriteHalf {
+    fn inner(&self) -> &ft_session_async::FtStream {
+        &self.0
+    }
+}
+
+/// `AsyncRead` for the stream, a shared reference to it (one task may read
+/// while another writes, like `&TcpStream`) and the read half.
+macro_rules! tokio_read_impls {
+    ($($ty:ty),*) => {$(
+        impl AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                tokio_read(self.inner(), cx, buf)
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
+        }
+    )*};
+}
+
+/// `AsyncWrite` for the stream, a shared reference to it and the write half.
+macro_rules! tokio_write_impls {
+    ($($ty:ty),*) => {$(
+        impl AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.inner().poll_write(cx, buf)
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.inner().poll_flush(cx)
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.inner().poll_shutdown(cx)
+            }
+        }
+    )*};
+}
+
+tokio_read_impls!(FtStream, &FtStream, OwnedReadHalf);
+tokio_write_impls!(FtStream, &FtStream, OwnedWriteHalf);
+
+/// The reading half of an [`FtStream`] from [`FtStream::into_split`].
+#[derive(Debug)]
+pub struct OwnedReadHalf(Arc<ft_session_async::FtStream>);
+
+/// The writing half of an [`FtStream`] from [`FtStream::into_split`]:
+/// `write`, `flush` and `shutdown` as on the stream.
+#[derive(Debug)]
+pub struct OwnedWriteHalf(Arc<ft_session_async::FtStream>);
+
+impl OwnedReadHalf {
+    /// Joins the halves again; gives them back if they are not from the same stream.
+    pub fn reunite(
+        self,
+        other: OwnedWriteHalf,
+    ) -> Result<FtStream, (OwnedReadHalf, OwnedWriteHalf)> {
+        if !Arc::ptr_eq(&self.0, &other.0) {
+            return Err((self, other));
+        }
+        drop(other);
+        match Arc::try_unwrap(self.0) {
+            Ok(s) => Ok(FtStream(s)),
+            // Unreachable: the two halves held the only references.
+            Err(arc) => Err((OwnedReadHalf(arc.clone()), OwnedWriteHalf(arc))),
         }
     }
-}
 
-impl AsyncWrite for FtStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.0.poll_write(cx, buf)
+    /// The peer's address on the current transport.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.peer_addr()
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.0.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.0.poll_shutdown(cx)
+    /// The local address of the current transport.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
     }
 }
 
-/// Opens client sessions over transports made by a user function, called
-/// for the first connection and again for every reconnect (TLS, Unix
-/// sockets, simulated networks...).
-///
-/// Its transports report no buffer sizes: under
-/// [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit)
-/// [`Connector::connect`] fails with `InvalidInput`
-/// ([`SessionError::Config`]). Use `ft_session_async::connect` with a
-/// `Connect` whose `Connected::info` gives the pinned, effective sizes.
-pub struct Connector {
-    config: Config,
-    make: Arc<dyn ft_session_async::Connect>,
-}
+impl OwnedWriteHalf {
+    /// Half-closes and waits until the peer session acknowledged every byte.
+    pub async fn shutdown(&self) -> io::Result<()> {
+        self.0.shutdown().await
+    }
 
-impl std::fmt::Debug for Connector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connector")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
+    /// Closes the whole session (see [`FtStream::close`]).
+    pub async fn close(&self) -> io::Result<()> {
+        self.0.close().await
+    }
+
+    /// The peer's address on the current transport.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.peer_addr()
+    }
+
+    /// The local address of the current transport.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
     }
 }
 
@@ -266,88 +474,136 @@ where
         let fut = (self.0)();
         Box::pin(async move {
             let t = fut.await?;
-            Ok(Connected {
-                transport: Box::new(Compat(t)),
-                info: TransportInfo::default(),
-            })
+            Ok(Connected::new(Box::new(Compat(t))))
         })
     }
 }
 
-impl Connector {
-    /// A connector whose transports come from `make_transport`.
-    pub fn new<F, Fut, T>(config: Config, make_transport: F) -> Connector
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = io::Result<T>> + Send + 'static,
-        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        Connector {
-            config,
-            make: Arc::new(MakeTransport(make_transport)),
+/// A Tokio TCP stream shared between the session's driver (reads and
+/// writes through `&TcpStream`) and the application (addresses, nodelay).
+#[derive(Debug, Clone)]
+struct TcpTransport(Arc<TcpStream>);
+
+impl futures_io::AsyncRead for TcpTransport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            match self.0.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            match self.0.try_read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+}
+
+impl futures_io::AsyncWrite for TcpTransport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            match self.0.poll_write_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            match self.0.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
         }
     }
 
-    /// Starts a session and completes once its first handshake is done.
-    pub async fn connect(&self) -> io::Result<FtStream> {
-        let make = self.make.clone();
-        let connector = move || make.connect();
-        ft_session_async::connect(TokioRuntime, self.config.clone(), connector)
-            .await
-            .map(FtStream)
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            match self.0.poll_write_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            match self.0.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The kernel owns what was written.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
     }
 }
 
-/// Connects a session over TCP to `addr` (resolved once; every reconnect
-/// dials the same address).
-///
-/// Under [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit)
-/// the socket buffers are pinned before connect and their effective sizes
-/// reported, as [`SocketOptions`] describes (by default
-/// [`DEFAULT_IMPLICIT_SOCKET_BUFFER`]).
-pub async fn connect<A: ToSocketAddrs>(addr: A, config: Config) -> io::Result<FtStream> {
-    connect_opts(addr, config, SocketOptions::default()).await
+impl SocketControl for TcpTransport {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.peer_addr()
+    }
+
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.0.set_nodelay(nodelay)
+    }
 }
 
-/// [`connect`] with explicit socket options: pinned buffer sizes, a
-/// middlebox's in-flight bytes.
-pub async fn connect_opts<A: ToSocketAddrs>(
-    addr: A,
-    config: Config,
-    options: SocketOptions,
-) -> io::Result<FtStream> {
-    let addrs: Arc<[SocketAddr]> = tokio::net::lookup_host(addr).await?.collect();
-    let dial = TcpDial {
-        addrs,
-        pin: options.pin_for(config.release_policy),
-        options,
-    };
-    ft_session_async::connect(TokioRuntime, config, dial)
-        .await
-        .map(FtStream)
+/// A TCP stream as the driver's transport plus its socket handle.
+fn tcp_parts(s: TcpStream) -> (Box<dyn ft_session_async::Transport>, Option<SocketRef>) {
+    let t = TcpTransport(Arc::new(s));
+    let socket: SocketRef = Arc::new(t.clone());
+    (Box::new(t), Some(socket))
+}
+
+/// Resolves `addr` now (every attempt: a name may point elsewhere by now).
+async fn resolve(addr: &ServerAddr) -> io::Result<Vec<SocketAddr>> {
+    match addr {
+        ServerAddr::Addrs(a) => Ok(a.clone()),
+        ServerAddr::Host { host, port } => Ok(tokio::net::lookup_host((host.as_str(), *port))
+            .await?
+            .collect()),
+    }
 }
 
 /// Dials TCP for every (re)connection, pinning buffers first if asked.
 struct TcpDial {
-    addrs: Arc<[SocketAddr]>,
+    addr: ServerAddr,
     pin: Option<usize>,
     options: SocketOptions,
 }
 
 impl ft_session_async::Connect for TcpDial {
     fn connect(&self) -> ConnectFuture {
-        let (addrs, pin, options) = (self.addrs.clone(), self.pin, self.options);
+        let (addr, pin, options) = (self.addr.clone(), self.pin, self.options);
         Box::pin(async move {
             let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
-            for &addr in addrs.iter() {
-                match dial_pinned(addr, pin).await {
+            for a in resolve(&addr).await? {
+                match dial_pinned(a, pin).await {
                     Ok(s) => {
                         let info = options.transport_info(read_back(&s, pin)?);
-                        // Small frames (handshakes, acks, requests) must not wait for Nagle.
-                        s.set_nodelay(true)?;
+                        // The session's nodelay setting is applied by the driver.
+                        let (transport, socket) = tcp_parts(s);
                         return Ok(Connected {
-                            transport: Box::new(Compat(s)),
+                            transport,
                             info,
+                            socket,
                         });
                     }
                     Err(e) => last = e,
@@ -403,11 +659,15 @@ impl Accept for TcpAccept {
         self.tcp.poll_accept(cx).map(|r| {
             Some(r.and_then(|(s, peer)| {
                 let info = options.transport_info(read_back(&s, pin)?);
+                // The handshake is small and must not wait for Nagle; the
+                // session applies its own setting once it owns the socket.
                 s.set_nodelay(true)?;
+                let (transport, socket) = tcp_parts(s);
                 Ok(Accepted {
-                    transport: Box::new(Compat(s)),
+                    transport,
                     info,
                     peer: Some(peer),
+                    socket,
                 })
             }))
         })
@@ -425,9 +685,8 @@ where
         self.0.as_mut().poll_next(cx).map(|o| {
             o.map(|r| {
                 r.map(|(t, peer)| Accepted {
-                    transport: Box::new(Compat(t)),
-                    info: TransportInfo::default(),
                     peer,
+                    ..Accepted::new(Box::new(Compat(t)))
                 })
             })
         })
@@ -454,32 +713,35 @@ async fn listen_pinned<A: ToSocketAddrs>(addr: A, pin: Option<usize>) -> io::Res
     Err(last)
 }
 
-/// A server of fault-tolerant sessions. Resumes are routed to their parked
-/// sessions in the background; [`Listener::accept`] yields new sessions only.
+/// A server of fault-tolerant sessions: the counterpart of
+/// `tokio::net::TcpListener`. Resumes are routed to their parked sessions in
+/// the background; [`FtListener::accept`] yields new sessions only.
 #[derive(Debug)]
-pub struct Listener {
+pub struct FtListener {
     inner: ft_session_async::Listener<TokioRuntime>,
     local_addr: Option<SocketAddr>,
 }
 
-impl Listener {
-    /// Listens on TCP `addr`.
+impl FtListener {
+    /// Listens on TCP `addr`. An invalid `config` fails here with
+    /// `InvalidInput` ([`SessionError::Config`]).
     ///
     /// Under [`ReleasePolicy::Implicit`](ft_session_core::ReleasePolicy::Implicit)
     /// the listening socket's buffers are pinned before listen (accepted
     /// sockets inherit them; their effective sizes are read back on each),
     /// as [`SocketOptions`] describes.
-    pub async fn bind<A: ToSocketAddrs>(addr: A, config: Config) -> io::Result<Listener> {
-        Listener::bind_opts(addr, config, SocketOptions::default()).await
+    pub async fn bind<A: ToSocketAddrs>(addr: A, config: Config) -> io::Result<FtListener> {
+        FtListener::bind_opts(addr, config, SocketOptions::default()).await
     }
 
-    /// [`Listener::bind`] with explicit socket options: pinned buffer sizes,
-    /// a middlebox's in-flight bytes.
+    /// [`FtListener::bind`] with explicit socket options: pinned buffer
+    /// sizes, a middlebox's in-flight bytes.
     pub async fn bind_opts<A: ToSocketAddrs>(
         addr: A,
         config: Config,
         options: SocketOptions,
-    ) -> io::Result<Listener> {
+    ) -> io::Result<FtListener> {
+        config.validate()?;
         let pin = options.pin_for(config.release_policy);
         let tcp = match pin {
             None => TcpListener::bind(addr).await?,
@@ -487,7 +749,7 @@ impl Listener {
         };
         let local_addr = Some(tcp.local_addr()?);
         let accept = TcpAccept { tcp, pin, options };
-        Ok(Listener {
+        Ok(FtListener {
             inner: ft_session_async::Listener::new(TokioRuntime, config, accept),
             local_addr,
         })
@@ -495,27 +757,38 @@ impl Listener {
 
     /// Serves sessions over transports from any stream (TLS acceptors, Unix
     /// listeners, simulated networks), each with its peer's address if known.
-    pub fn from_stream<S, T>(stream: S, config: Config) -> Listener
+    pub fn from_incoming<S, T>(config: Config, incoming: S) -> io::Result<FtListener>
     where
         S: futures_core::Stream<Item = io::Result<(T, Option<SocketAddr>)>> + Send + 'static,
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        Listener {
+        config.validate()?;
+        Ok(FtListener {
             inner: ft_session_async::Listener::new(
                 TokioRuntime,
                 config,
-                StreamAccept(Box::pin(stream)),
+                StreamAccept(Box::pin(incoming)),
             ),
             local_addr: None,
-        }
+        })
     }
 
-    /// The next new session and its peer's address.
+    /// The next new session and its peer's address (if the transport has one).
     pub async fn accept(&self) -> io::Result<(FtStream, Option<SocketAddr>)> {
         self.inner.accept().await.map(|(s, p)| (FtStream(s), p))
     }
 
-    /// The bound TCP address (an error for [`Listener::from_stream`]).
+    /// Polls for the next new session.
+    pub fn poll_accept(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(FtStream, Option<SocketAddr>)>> {
+        self.inner
+            .poll_accept(cx)
+            .map(|r| r.map(|(s, p)| (FtStream(s), p)))
+    }
+
+    /// The bound TCP address (`Unsupported` for [`FtListener::from_incoming`]).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.local_addr.ok_or_else(|| {
             io::Error::new(io::ErrorKind::Unsupported, "listener has no socket address")
@@ -525,5 +798,10 @@ impl Listener {
     /// The registry's counts (`ConnectionSet::counts()`) and running sessions.
     pub fn stats(&self) -> ListenerStats {
         self.inner.stats()
+    }
+
+    /// The configuration given to new sessions.
+    pub fn config(&self) -> &Config {
+        self.inner.config()
     }
 }

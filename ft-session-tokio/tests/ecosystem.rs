@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use ft_session_testkit::{pattern, FaultPlan, FaultProxy};
-use ft_session_tokio::{connect, Listener};
+use ft_session_tokio::{FtListener, FtStream};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -20,7 +20,9 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 async fn framed_length_delimited_echo_under_kills() {
     bounded(async {
         const FRAMES: u64 = 400;
-        let listener = Listener::bind("127.0.0.1:0", fast_config()).await.unwrap();
+        let listener = FtListener::bind("127.0.0.1:0", fast_config())
+            .await
+            .unwrap();
         let plan = FaultPlan::random_kills(11, 8 * 1024, 96 * 1024).max_kills(10);
         let proxy = FaultProxy::start(listener.local_addr().unwrap(), plan).unwrap();
 
@@ -38,7 +40,9 @@ async fn framed_length_delimited_echo_under_kills() {
             n
         });
 
-        let client = connect(proxy.local_addr(), fast_config()).await.unwrap();
+        let client = FtStream::connect(proxy.local_addr(), fast_config())
+            .await
+            .unwrap();
         let mut framed = Framed::new(client, LengthDelimitedCodec::new());
         for i in 0..FRAMES {
             // Sizes from 1 byte to ~8 KiB, so frames straddle the kills.
@@ -82,7 +86,9 @@ async fn copy_bidirectional_gateway_to_tcp_under_kills() {
         });
 
         // The gateway: one session spliced onto one TCP connection.
-        let listener = Listener::bind("127.0.0.1:0", fast_config()).await.unwrap();
+        let listener = FtListener::bind("127.0.0.1:0", fast_config())
+            .await
+            .unwrap();
         let plan = FaultPlan::random_kills(5, 32 * 1024, 256 * 1024).max_kills(12);
         let proxy = FaultProxy::start(listener.local_addr().unwrap(), plan).unwrap();
         let gateway = tokio::spawn(async move {
@@ -95,7 +101,9 @@ async fn copy_bidirectional_gateway_to_tcp_under_kills() {
             moved
         });
 
-        let client = connect(proxy.local_addr(), fast_config()).await.unwrap();
+        let client = FtStream::connect(proxy.local_addr(), fast_config())
+            .await
+            .unwrap();
         let (mut r, mut w) = tokio::io::split(client);
         let got = Arc::new(AtomicU64::new(0));
         let (wr, rd) = tokio::join!(write_pattern(&mut w, 1, UP, None), read_all(&mut r, got));
@@ -103,7 +111,7 @@ async fn copy_bidirectional_gateway_to_tcp_under_kills() {
         let (n, sha) = rd.unwrap();
         assert_eq!(n, DOWN);
         assert_eq!(sha, pattern_sha(2, DOWN), "backend→client bytes exact");
-        let mut client = r.unsplit(w);
+        let client = r.unsplit(w);
         client.close().await.unwrap();
 
         let (bn, bsha) = backend_task.await.unwrap();
@@ -128,9 +136,9 @@ async fn thousand_sessions_request_response_with_ten_percent_killed() {
         cfg.handshake_timeout = Duration::from_secs(10);
         cfg.idle_timeout = Duration::from_secs(10);
         cfg.heartbeat_interval = Duration::from_secs(1);
-        let listener = Arc::new(Listener::bind("127.0.0.1:0", cfg.clone()).await.unwrap());
+        let listener = Arc::new(FtListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap());
         let net = Net::new(listener.local_addr().unwrap());
-        let connector = Arc::new(net.connector(cfg));
+        let (net, cfg) = (Arc::new(net), Arc::new(cfg));
 
         // Echo server: every request comes back reversed.
         let l = listener.clone();
@@ -157,10 +165,10 @@ async fn thousand_sessions_request_response_with_ten_percent_killed() {
         let go_on = Arc::new(tokio::sync::Barrier::new(SESSIONS + 1));
         let mut clients = Vec::new();
         for i in 0..SESSIONS {
-            let connector = connector.clone();
+            let (net, cfg) = (net.clone(), cfg.clone());
             let (halfway, go_on) = (halfway.clone(), go_on.clone());
             clients.push(tokio::spawn(async move {
-                let mut s = connector.connect().await.unwrap();
+                let mut s = net.connect((*cfg).clone()).await.unwrap();
                 for round in 0..ROUNDS {
                     if round == ROUNDS / 2 {
                         // Idle mid-conversation while the test kills transports.

@@ -11,12 +11,8 @@ use std::time::Duration;
 use common::*;
 use ft_session_core::{Config, SessionError};
 use ft_session_testkit::{Direction, FaultPlan, FaultProxy, KillPoint};
-use ft_session_tokio::{connect, Listener};
+use ft_session_tokio::{FtListener, FtStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn session_error(e: &io::Error) -> Option<&SessionError> {
-    e.get_ref().and_then(|i| i.downcast_ref::<SessionError>())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_kills_both_directions_at_once() {
@@ -33,9 +29,13 @@ async fn random_kills_both_directions_at_once() {
             .sum();
         assert!(first20 < LEN);
 
-        let listener = Listener::bind("127.0.0.1:0", fast_config()).await.unwrap();
+        let listener = FtListener::bind("127.0.0.1:0", fast_config())
+            .await
+            .unwrap();
         let proxy = FaultProxy::start(listener.local_addr().unwrap(), plan).unwrap();
-        let client = connect(proxy.local_addr(), fast_config()).await.unwrap();
+        let client = FtStream::connect(proxy.local_addr(), fast_config())
+            .await
+            .unwrap();
         let (server, _) = listener.accept().await.unwrap();
 
         let t = Transfer::start(client, server, LEN);
@@ -63,9 +63,13 @@ async fn kills_in_handshakes_and_during_replay() {
             .kill_connection_after(2, Direction::ClientToServer, 20)
             // Just after the resume reply, while the server replays.
             .kill_connection_after(3, Direction::ServerToClient, 2000);
-        let listener = Listener::bind("127.0.0.1:0", fast_config()).await.unwrap();
+        let listener = FtListener::bind("127.0.0.1:0", fast_config())
+            .await
+            .unwrap();
         let proxy = FaultProxy::start(listener.local_addr().unwrap(), plan).unwrap();
-        let client = connect(proxy.local_addr(), fast_config()).await.unwrap();
+        let client = FtStream::connect(proxy.local_addr(), fast_config())
+            .await
+            .unwrap();
         let (server, _) = listener.accept().await.unwrap();
 
         let t = Transfer::start(client, server, LEN);
@@ -84,9 +88,13 @@ async fn kills_in_handshakes_and_during_replay() {
 async fn blackhole_is_detected_by_idle_timeout_then_resumed() {
     bounded(async {
         const LEN: u64 = 1 << 20;
-        let listener = Listener::bind("127.0.0.1:0", fast_config()).await.unwrap();
+        let listener = FtListener::bind("127.0.0.1:0", fast_config())
+            .await
+            .unwrap();
         let proxy = FaultProxy::start(listener.local_addr().unwrap(), FaultPlan::new()).unwrap();
-        let client = connect(proxy.local_addr(), fast_config()).await.unwrap();
+        let client = FtStream::connect(proxy.local_addr(), fast_config())
+            .await
+            .unwrap();
         let (server, _) = listener.accept().await.unwrap();
 
         let t = Transfer::start(client, server, LEN);
@@ -119,11 +127,11 @@ async fn half_open_server_still_believes_in_old_transport() {
         // this test arrives while it still holds its old transport.
         let mut server_cfg = fast_config();
         server_cfg.idle_timeout = Duration::from_secs(60);
-        let listener = Listener::bind("127.0.0.1:0", server_cfg).await.unwrap();
+        let listener = FtListener::bind("127.0.0.1:0", server_cfg).await.unwrap();
         let direct = listener.local_addr().unwrap();
         let proxy = FaultProxy::start(direct, FaultPlan::new()).unwrap();
         let net = Net::new(proxy.local_addr());
-        let client = net.connector(fast_config()).connect().await.unwrap();
+        let client = net.connect(fast_config()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
 
         let t = Transfer::start(client, server, LEN);
@@ -161,11 +169,11 @@ fn expiring_config() -> Config {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_ends_both_sides_with_expired() {
     bounded(async {
-        let listener = Listener::bind("127.0.0.1:0", expiring_config())
+        let listener = FtListener::bind("127.0.0.1:0", expiring_config())
             .await
             .unwrap();
         let net = Net::new(listener.local_addr().unwrap());
-        let mut client = net.connector(expiring_config()).connect().await.unwrap();
+        let mut client = net.connect(expiring_config()).await.unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
         client.write_all(b"ping").await.unwrap();
         let mut buf = [0u8; 4];
@@ -177,9 +185,17 @@ async fn expiry_ends_both_sides_with_expired() {
         let ce = client.read(&mut buf).await.unwrap_err();
         let se = server.read(&mut buf).await.unwrap_err();
         assert_eq!(ce.kind(), io::ErrorKind::TimedOut);
-        assert_eq!(session_error(&ce), Some(&SessionError::Expired), "{ce}");
+        assert_eq!(
+            SessionError::from_io(&ce),
+            Some(&SessionError::Expired),
+            "{ce}"
+        );
         assert_eq!(se.kind(), io::ErrorKind::TimedOut);
-        assert_eq!(session_error(&se), Some(&SessionError::Expired), "{se}");
+        assert_eq!(
+            SessionError::from_io(&se),
+            Some(&SessionError::Expired),
+            "{se}"
+        );
         assert!(
             net.dials.load(Ordering::SeqCst) >= 2,
             "the client kept trying"
@@ -203,14 +219,13 @@ async fn parked_sessions_are_dropped_after_max_reconnect_time() {
         let mut client_cfg = expiring_config();
         client_cfg.heartbeat_interval = Duration::from_secs(10);
         client_cfg.idle_timeout = Duration::from_secs(20);
-        let listener = Listener::bind("127.0.0.1:0", expiring_config())
+        let listener = FtListener::bind("127.0.0.1:0", expiring_config())
             .await
             .unwrap();
         let net = Net::new(listener.local_addr().unwrap());
-        let connector = net.connector(client_cfg);
         let mut pairs = Vec::new();
         for _ in 0..N {
-            let c = connector.connect().await.unwrap();
+            let c = net.connect(client_cfg.clone()).await.unwrap();
             let (s, _) = listener.accept().await.unwrap();
             pairs.push((c, s));
         }
@@ -236,9 +251,9 @@ async fn parked_sessions_are_dropped_after_max_reconnect_time() {
         for (c, s) in &mut pairs {
             let mut b = [0u8; 1];
             let e = s.read(&mut b).await.unwrap_err();
-            assert_eq!(session_error(&e), Some(&SessionError::Expired));
+            assert_eq!(SessionError::from_io(&e), Some(&SessionError::Expired));
             let e = c.read(&mut b).await.unwrap_err();
-            assert_eq!(session_error(&e), Some(&SessionError::Expired));
+            assert_eq!(SessionError::from_io(&e), Some(&SessionError::Expired));
         }
         drop(pairs);
         wait_until("drivers gone, nothing parked", || {
@@ -255,24 +270,31 @@ async fn parked_sessions_are_dropped_after_max_reconnect_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_session_after_server_restart() {
     bounded(async {
-        let first = Listener::bind("127.0.0.1:0", fast_config()).await.unwrap();
+        let first = FtListener::bind("127.0.0.1:0", fast_config())
+            .await
+            .unwrap();
         let net = Net::new(first.local_addr().unwrap());
         // An unproven REJECT is retried until the reconnect time runs out.
         let mut cc = fast_config();
         cc.max_reconnect_time = Duration::from_secs(2);
-        let mut client = net.connector(cc).connect().await.unwrap();
+        let mut client = net.connect(cc).await.unwrap();
         let (mut server, _) = first.accept().await.unwrap();
         client.write_all(b"hello").await.unwrap();
         let mut buf = [0u8; 5];
         server.read_exact(&mut buf).await.unwrap();
 
         // A restarted server: same role, empty registry.
-        let restarted = Listener::bind("127.0.0.1:0", fast_config()).await.unwrap();
+        let restarted = FtListener::bind("127.0.0.1:0", fast_config())
+            .await
+            .unwrap();
         net.redirect(restarted.local_addr().unwrap());
         net.kill_all();
         let e = client.read(&mut buf).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
-        assert_eq!(session_error(&e), Some(&SessionError::UnknownSession));
+        assert_eq!(
+            SessionError::from_io(&e),
+            Some(&SessionError::UnknownSession)
+        );
         let refused = restarted.stats().set.rejected_resumes;
         assert!(refused >= 2, "retried within max_reconnect_time: {refused}");
         assert_eq!(restarted.stats().sessions, 0);

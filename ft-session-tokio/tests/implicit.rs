@@ -22,7 +22,7 @@ use ft_session_core::{Config, ReleasePolicy, SessionError, SessionState, Transpo
 use ft_session_testkit::{
     pattern, sha256_hex, ss_kill, ss_kill_probe, FaultPlan, FaultProxy, ProxyOptions, Sha256Tracker,
 };
-use ft_session_tokio::{Compat, Connector, Listener, SocketOptions, TokioRuntime};
+use ft_session_tokio::{Compat, FtListener, SocketOptions, TokioRuntime};
 use tokio::net::{TcpListener, TcpStream};
 
 const MIB: usize = 1024 * 1024;
@@ -50,10 +50,6 @@ fn implicit_config() -> Config {
     c.backoff_initial = Duration::from_millis(10);
     c.backoff_max = Duration::from_millis(100);
     c
-}
-
-fn session_error(e: &io::Error) -> Option<&SessionError> {
-    e.get_ref()?.downcast_ref::<SessionError>()
 }
 
 /// What one side of a slow duplex transfer saw.
@@ -259,11 +255,11 @@ async fn run(label: &str, path: Path, len: usize, min_kills: u64) {
         .copy_buffer(16 * 1024);
     let listener = match path {
         // The adapter's own sizing through the plain entry points.
-        Path::Direct => Listener::bind("127.0.0.1:0", cfg.clone()).await.unwrap(),
+        Path::Direct => FtListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap(),
         Path::Proxy => {
             let extra = proxy_opts.max_in_flight().unwrap().expect("pinned proxy");
             let opts = SocketOptions::new().middlebox_in_flight(extra);
-            Listener::bind_opts("127.0.0.1:0", cfg.clone(), opts)
+            FtListener::bind_opts("127.0.0.1:0", cfg.clone(), opts)
                 .await
                 .unwrap()
         }
@@ -282,11 +278,11 @@ async fn run(label: &str, path: Path, len: usize, min_kills: u64) {
         }
     };
     let client = match &proxy {
-        None => ft_session_tokio::connect(connect_addr, cfg).await,
+        None => ft_session_tokio::FtStream::connect(connect_addr, cfg).await,
         Some(p) => {
             let extra = p.max_in_flight().expect("pinned proxy");
             let opts = SocketOptions::new().middlebox_in_flight(extra);
-            ft_session_tokio::connect_opts(connect_addr, cfg, opts).await
+            ft_session_tokio::FtStream::connect_opts(connect_addr, cfg, opts).await
         }
     };
     let client = Arc::new(client.unwrap().into_inner());
@@ -310,10 +306,16 @@ async fn run(label: &str, path: Path, len: usize, min_kills: u64) {
 
     for (side, r) in [("client", &c), ("server", &s)] {
         if let Err(e) = &r.sent {
-            panic!("{label}: {side} write failed: {e} ({:?})", session_error(e));
+            panic!(
+                "{label}: {side} write failed: {e} ({:?})",
+                SessionError::from_io(e)
+            );
         }
         if let Err(e) = &r.received {
-            panic!("{label}: {side} read failed: {e} ({:?})", session_error(e));
+            panic!(
+                "{label}: {side} read failed: {e} ({:?})",
+                SessionError::from_io(e)
+            );
         }
     }
     assert_eq!(s.received_bytes, len as u64, "{label}: c->s length");
@@ -330,7 +332,7 @@ async fn run(label: &str, path: Path, len: usize, min_kills: u64) {
         assert!(st.reconnects >= 1, "{label}: no resume recorded");
         assert!(st.retain_capacity > 0, "{label}: {st:?}");
     }
-    let (a, b) = tokio::join!(client.close_session(), server.close_session());
+    let (a, b) = tokio::join!(client.close(), server.close());
     a.unwrap();
     b.unwrap();
     print_row(label, kills, len, &cs, &ss);
@@ -382,9 +384,9 @@ impl Accept for LyingAccept {
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Accepted>>> {
         self.0.poll_accept(cx).map(|r| {
             Some(r.map(|(s, peer)| Accepted {
-                transport: Box::new(Compat(s)),
                 info: declared(1024),
                 peer: Some(peer),
+                ..Accepted::new(Box::new(Compat(s)))
             }))
         })
     }
@@ -408,8 +410,8 @@ async fn undersized_bound_ends_in_data_lost_with_correct_prefix() {
             Box::pin(async move {
                 let s = TcpStream::connect(paddr).await?;
                 Ok(Connected {
-                    transport: Box::new(Compat(s)),
                     info: declared(1024),
+                    ..Connected::new(Box::new(Compat(s)))
                 })
             })
         };
@@ -439,9 +441,9 @@ async fn undersized_bound_ends_in_data_lost_with_correct_prefix() {
                 .as_ref()
                 .expect_err("an undersized bound must lose the stream");
             assert!(
-                matches!(session_error(e), Some(SessionError::DataLost { .. })),
+                matches!(SessionError::from_io(e), Some(SessionError::DataLost { .. })),
                 "{side}: expected DataLost, got {e} ({:?})",
-                session_error(e)
+                SessionError::from_io(e)
             );
             let got = usize::try_from(r.received_bytes).unwrap();
             assert!(got < len, "{side}: received everything despite DataLost");
@@ -469,17 +471,18 @@ async fn undersized_bound_ends_in_data_lost_with_correct_prefix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn implicit_without_sizes_is_refused() {
     bounded(async {
-        let listener = Listener::bind("127.0.0.1:0", implicit_config())
+        let listener = FtListener::bind("127.0.0.1:0", implicit_config())
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        let err = Connector::new(implicit_config(), move || TcpStream::connect(addr))
-            .connect()
-            .await
-            .expect_err("no sizes: must be refused");
+        let err = ft_session_tokio::FtStream::connect_with(implicit_config(), move || {
+            TcpStream::connect(addr)
+        })
+        .await
+        .expect_err("no sizes: must be refused");
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
         assert!(
-            matches!(session_error(&err), Some(SessionError::Config(_))),
+            matches!(SessionError::from_io(&err), Some(SessionError::Config(_))),
             "{err}"
         );
     })

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use common::*;
 use ft_session_testkit::{FaultPlan, FaultProxy};
-use ft_session_tokio::{Connector, Listener};
+use ft_session_tokio::{FtListener, FtStream};
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -62,14 +62,14 @@ async fn tls_transport_survives_kills_with_fresh_handshakes() {
             }
         });
         let incoming = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        let listener = Listener::from_stream(incoming, fast_config());
+        let listener = FtListener::from_incoming(fast_config(), incoming).unwrap();
 
         let plan = FaultPlan::random_kills(3, 16 * 1024, 128 * 1024).max_kills(8);
         let proxy = FaultProxy::start(addr, plan).unwrap();
         let proxy_addr = proxy.local_addr();
         let client_handshakes = Arc::new(AtomicU64::new(0));
         let ch = client_handshakes.clone();
-        let connector = Connector::new(fast_config(), move || {
+        let client = FtStream::connect_with(fast_config(), move || {
             let (cfg, ch) = (client_tls.clone(), ch.clone());
             async move {
                 let s = tokio::net::TcpStream::connect(proxy_addr).await?;
@@ -79,8 +79,9 @@ async fn tls_transport_survives_kills_with_fresh_handshakes() {
                 ch.fetch_add(1, Ordering::SeqCst);
                 Ok(tls)
             }
-        });
-        let client = connector.connect().await.unwrap();
+        })
+        .await
+        .unwrap();
         let (server, _) = listener.accept().await.unwrap();
 
         let t = Transfer::start(client, server, LEN);

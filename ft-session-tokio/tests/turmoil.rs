@@ -1,5 +1,5 @@
 //! A simulated network (turmoil): partitions and holds during a transfer
-//! through the Connector; the delivered bytes are exact both ways.
+//! through `FtStream::connect_with`; the delivered bytes are exact both ways.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{pattern_sha, read_all};
-use ft_session_tokio::{Connector, Listener};
+use ft_session_tokio::{FtListener, FtStream};
 use tokio::io::AsyncWrite;
 
 const LEN: u64 = 512 * 1024;
@@ -54,7 +54,7 @@ fn run_sim() -> turmoil::Result {
             let r = l.accept().await.map(|(s, a)| (s, Some::<SocketAddr>(a)));
             Some((r, l))
         });
-        let listener = Listener::from_stream(incoming, sim_config());
+        let listener = FtListener::from_incoming(sim_config(), incoming)?;
         let (s, _) = listener.accept().await?;
         let (mut r, mut w) = tokio::io::split(s);
         let got = Arc::new(AtomicU64::new(0));
@@ -68,10 +68,10 @@ fn run_sim() -> turmoil::Result {
     });
 
     sim.client("client", async {
-        let connector = Connector::new(sim_config(), || {
+        let s = FtStream::connect_with(sim_config(), || {
             turmoil::net::TcpStream::connect(("server", PORT))
-        });
-        let s = connector.connect().await?;
+        })
+        .await?;
         let (mut r, mut w) = tokio::io::split(s);
         let got = Arc::new(AtomicU64::new(0));
         let faults = {
@@ -100,7 +100,7 @@ fn run_sim() -> turmoil::Result {
         let (n, sha) = rd?;
         assert_eq!(n, LEN);
         assert_eq!(sha, pattern_sha(2, LEN), "server→client bytes exact");
-        let mut s = r.unsplit(w);
+        let s = r.unsplit(w);
         s.close().await?;
         assert!(s.stats().reconnects >= 2, "{:?}", s.stats());
         Ok(())

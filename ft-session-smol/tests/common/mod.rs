@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ft_session_core::{Config, SessionError};
-use ft_session_smol::{connect, Connector, FtStream, Listener, SmolRuntime};
+use ft_session_core::Config;
+use ft_session_smol::{FtListener, FtStream, SmolRuntime};
 use ft_session_testkit::{pattern_at, FaultPlan, FaultProxy, KillPoint, Sha256Tracker};
 use smol::channel::{Receiver, Sender};
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -51,11 +51,6 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         Timer::after(Duration::from_millis(10)).await;
     }
     panic!("gave up waiting for: {what}");
-}
-
-/// The core's error inside an `io::Error`, if any.
-pub fn session_error(e: &io::Error) -> Option<&SessionError> {
-    e.get_ref()?.downcast_ref::<SessionError>()
 }
 
 /// A loopback address where nothing listens, so dials there are refused.
@@ -104,13 +99,18 @@ impl Dialer {
         Ok(stream)
     }
 
-    /// A connector over this dialer, its sessions on `rt`.
-    pub fn connector(self: &Arc<Self>, rt: SmolRuntime, config: Config) -> Connector {
+    /// Connects a session over this dialer, on `rt`.
+    pub async fn connect(
+        self: &Arc<Self>,
+        rt: SmolRuntime,
+        config: Config,
+    ) -> io::Result<FtStream> {
         let me = self.clone();
-        Connector::new_on(rt, config, move || {
+        FtStream::connect_with_on(rt, config, move || {
             let me = me.clone();
             async move { me.dial().await }
         })
+        .await
     }
 
     /// Resets the not-yet-reset transports whose dial index `pick` selects;
@@ -279,7 +279,7 @@ impl Transfer {
         assert_eq!(s.got, self.len, "server received every byte");
         assert_eq!(c.got_sha, s.sent_sha, "server→client bytes exact");
         assert_eq!(s.got_sha, c.sent_sha, "client→server bytes exact");
-        let (a, b) = future::zip(c.stream.close_session(), s.stream.close_session()).await;
+        let (a, b) = future::zip(c.stream.close(), s.stream.close()).await;
         a.expect("client close");
         b.expect("server close");
         (c.stream, s.stream)
@@ -302,7 +302,7 @@ pub fn assert_plan_reaches(plan: &FaultPlan, kills: u64, len: u64) {
 /// How a [`Rig`]'s client opens its transports.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Via {
-    /// The crate's own [`connect`] over TCP.
+    /// The crate's own [`FtStream::connect`] over TCP.
     Connect,
     /// The test's [`Dialer`], which can reset and redirect them.
     Dialer,
@@ -310,7 +310,7 @@ pub enum Via {
 
 /// A loopback listener behind a fault proxy, on smol's global executor.
 pub struct Rig {
-    pub listener: Listener,
+    pub listener: FtListener,
     pub proxy: FaultProxy,
     pub dialer: Arc<Dialer>,
 }
@@ -324,17 +324,12 @@ impl Rig {
         client: Config,
         server: Config,
     ) -> (Rig, FtStream, FtStream) {
-        let listener = Listener::bind("127.0.0.1:0", server).await.unwrap();
+        let listener = FtListener::bind("127.0.0.1:0", server).await.unwrap();
         let proxy = FaultProxy::start(listener.local_addr().unwrap(), plan).unwrap();
         let dialer = Dialer::new(proxy.local_addr());
         let opened = match via {
-            Via::Connect => connect(proxy.local_addr(), client).await,
-            Via::Dialer => {
-                dialer
-                    .connector(SmolRuntime::global(), client)
-                    .connect()
-                    .await
-            }
+            Via::Connect => FtStream::connect(proxy.local_addr(), client).await,
+            Via::Dialer => dialer.connect(SmolRuntime::global(), client).await,
         };
         let (accepted, peer) = listener.accept().await.unwrap();
         assert!(peer.is_some_and(|p| p.ip().is_loopback()));

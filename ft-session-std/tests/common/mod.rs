@@ -8,7 +8,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
-use ft_session_std::{Config, FtStream, SessionError};
+use ft_session_std::{Config, FtStream};
 use ft_session_testkit::{sha256_hex, Sha256Tracker};
 
 /// Short timers so faults are detected and healed quickly.
@@ -99,9 +99,4 @@ pub fn assert_exchange(client: &Side, server: &Side, c2s_len: usize, s2c_len: us
         client.received_sha, server.sent_sha,
         "server->client sha256"
     );
-}
-
-/// The core error inside an io::Error from a lost session.
-pub fn session_error(e: &io::Error) -> Option<&SessionError> {
-    e.get_ref().and_then(|i| i.downcast_ref::<SessionError>())
 }

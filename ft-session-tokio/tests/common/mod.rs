@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ft_session_core::Config;
 use ft_session_testkit::{pattern_at, Sha256Tracker};
-use ft_session_tokio::{Connector, FtStream};
+use ft_session_tokio::FtStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -178,9 +178,10 @@ impl Net {
         *self.target.lock().unwrap() = target;
     }
 
-    pub fn connector(&self, config: Config) -> Connector {
+    /// Connects a session whose transports go through this network.
+    pub async fn connect(&self, config: Config) -> io::Result<FtStream> {
         let net = self.clone();
-        Connector::new(config, move || {
+        FtStream::connect_with(config, move || {
             let net = net.clone();
             async move {
                 net.dials.fetch_add(1, Ordering::SeqCst);
@@ -195,6 +196,7 @@ impl Net {
                 })
             }
         })
+        .await
     }
 
     /// Kills every live transport; returns how many were newly killed.
@@ -347,8 +349,8 @@ impl Transfer {
     /// both sessions gracefully; returns the streams for their stats.
     pub async fn finish(self) -> (FtStream, FtStream) {
         let (c, s) = tokio::join!(self.client, self.server);
-        let (mut c, cn, csha) = c.unwrap().expect("client side");
-        let (mut s, sn, ssha) = s.unwrap().expect("server side");
+        let (c, cn, csha) = c.unwrap().expect("client side");
+        let (s, sn, ssha) = s.unwrap().expect("server side");
         assert_eq!(cn, self.len, "client received every byte");
         assert_eq!(sn, self.len, "server received every byte");
         assert_eq!(csha, pattern_sha(2, self.len), "server→client bytes exact");
