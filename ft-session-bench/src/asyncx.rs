@@ -109,9 +109,8 @@ impl<E: Exec> Accept for SessionAccept<E> {
                 SocketOptions::default().transport_info(net::sizes(SockRef::from(&s), &self.o)?);
             let transport: BoxTransport = Box::new(E::stream(s)?);
             Ok(Accepted {
-                transport,
                 info,
-                peer: None,
+                ..Accepted::new(transport)
             })
         })))
     }
@@ -288,8 +287,8 @@ impl<E: Exec> Net for AsyncNet<E> {
                                 let info = SocketOptions::default()
                                     .transport_info(net::sizes(SockRef::from(&s), &o)?);
                                 Ok(Connected {
-                                    transport: Box::new(E::stream(s)?),
                                     info,
+                                    ..Connected::new(Box::new(E::stream(s)?))
                                 })
                             })
                         };

@@ -211,7 +211,7 @@ impl Net for StdNet {
                     thread::Builder::new().spawn(move || {
                         while !stopping.load(Ordering::SeqCst) {
                             match listener.accept_timeout(Duration::from_millis(100)) {
-                                Ok(s) => spawn_handler(Box::new(s), svc.clone()),
+                                Ok((s, _)) => spawn_handler(Box::new(s), svc.clone()),
                                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
                                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                                 Err(_) => return,

@@ -171,7 +171,7 @@ fn progress_bar(total: u64) -> ProgressBar {
 
 async fn run_ft(size: u64, seed: u64) -> io::Result<FtReport> {
     let config = demo_config();
-    let listener = ft_session_tokio::Listener::bind("127.0.0.1:0", config.clone()).await?;
+    let listener = ft_session_tokio::FtListener::bind("127.0.0.1:0", config.clone()).await?;
     let proxy = Arc::new(FaultProxy::start(
         listener.local_addr()?,
         fault_plan(size, seed),
@@ -186,7 +186,7 @@ async fn run_ft(size: u64, seed: u64) -> io::Result<FtReport> {
             let (stream, _peer) = listener.accept().await?;
             let stream = stream.into_inner();
             let side = exchange(&stream, &stream, SEED_DOWN, size, &progress[0]).await?;
-            let closed = stream.close_session().await;
+            let closed = stream.close().await;
             let retx = stream.stats().retransmitted_bytes;
             // The listener answers a client resuming to learn the outcome: keep it until here.
             drop(listener);
@@ -194,7 +194,7 @@ async fn run_ft(size: u64, seed: u64) -> io::Result<FtReport> {
         })
     };
     let client = Arc::new(
-        ft_session_tokio::connect(proxy.local_addr(), config)
+        ft_session_tokio::FtStream::connect(proxy.local_addr(), config)
             .await?
             .into_inner(),
     );
@@ -265,7 +265,7 @@ async fn run_ft(size: u64, seed: u64) -> io::Result<FtReport> {
 
     let client_side = exchange(&*client, &*client, SEED_UP, size, &progress[1]).await;
     let client_closed = match &client_side {
-        Ok(_) => client.close_session().await,
+        Ok(_) => client.close().await,
         Err(_) => Ok(()),
     };
     let elapsed = start.elapsed();

@@ -123,7 +123,7 @@ pub fn tokio_listener(
     tcp: tokio::net::TcpListener,
     tls: Arc<ServerConfig>,
     config: Config,
-) -> ft_session_tokio::Listener {
+) -> io::Result<ft_session_tokio::FtListener> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let limit = config.handshake_timeout;
     let (tx, rx) = smol::channel::bounded(HANDSHAKE_BACKLOG);
@@ -150,7 +150,7 @@ pub fn tokio_listener(
             });
         }
     });
-    ft_session_tokio::Listener::from_stream(rx, config)
+    ft_session_tokio::FtListener::from_incoming(config, rx)
 }
 
 /// A session connector whose every transport is TCP + TLS to `server`.
@@ -159,20 +159,50 @@ pub fn tokio_connector(
     server: String,
     name: &str,
     config: Config,
-) -> Result<ft_session_tokio::Connector, String> {
+) -> Result<TlsDial<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>, String> {
     let name = server_name(name)?;
     let connector = tokio_rustls::TlsConnector::from(tls);
     let limit = config.handshake_timeout;
-    Ok(ft_session_tokio::Connector::new(config, move || {
+    let make = move || -> DialFuture<_> {
         let (connector, name, server) = (connector.clone(), name.clone(), server.clone());
-        async move {
+        Box::pin(async move {
             let tcp = tokio::net::TcpStream::connect(server.as_str()).await?;
             tcp.set_nodelay(true)?;
             tokio::time::timeout(limit, connector.connect(name, tcp))
                 .await
                 .map_err(|_| timed_out())?
-        }
-    }))
+        })
+    };
+    Ok(TlsDial {
+        config,
+        make: Arc::new(make),
+    })
+}
+
+impl TlsDial<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    /// Opens a session on Tokio.
+    pub async fn connect_tokio(&self) -> io::Result<ft_session_tokio::FtStream> {
+        let make = self.make.clone();
+        ft_session_tokio::FtStream::connect_with(self.config.clone(), move || make()).await
+    }
+}
+
+impl TlsDial<futures_rustls::client::TlsStream<smol::net::TcpStream>> {
+    /// Opens a session on smol's global executor.
+    pub async fn connect_smol(&self) -> io::Result<ft_session_smol::FtStream> {
+        let make = self.make.clone();
+        ft_session_smol::FtStream::connect_with(self.config.clone(), move || make()).await
+    }
+}
+
+/// The future of one TLS transport.
+type DialFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<T>> + Send>>;
+
+/// Opens TCP + TLS transports to one server, for every session and every
+/// reconnect of each.
+pub struct TlsDial<T> {
+    config: Config,
+    make: Arc<dyn Fn() -> DialFuture<T> + Send + Sync>,
 }
 
 // ---------------------------------------------------------------- smol
@@ -182,7 +212,7 @@ pub fn smol_listener(
     tcp: smol::net::TcpListener,
     tls: Arc<ServerConfig>,
     config: Config,
-) -> ft_session_smol::Listener {
+) -> io::Result<ft_session_smol::FtListener> {
     let acceptor = futures_rustls::TlsAcceptor::from(tls);
     let limit = config.handshake_timeout;
     let (tx, rx) = smol::channel::bounded(HANDSHAKE_BACKLOG);
@@ -216,7 +246,7 @@ pub fn smol_listener(
         }
     })
     .detach();
-    ft_session_smol::Listener::from_stream(rx, config)
+    ft_session_smol::FtListener::from_incoming(config, rx)
 }
 
 /// [`tokio_connector`] on smol, with futures-rustls.
@@ -225,13 +255,13 @@ pub fn smol_connector(
     server: String,
     name: &str,
     config: Config,
-) -> Result<ft_session_smol::Connector, String> {
+) -> Result<TlsDial<futures_rustls::client::TlsStream<smol::net::TcpStream>>, String> {
     let name = server_name(name)?;
     let connector = futures_rustls::TlsConnector::from(tls);
     let limit = config.handshake_timeout;
-    Ok(ft_session_smol::Connector::new(config, move || {
+    let make = move || -> DialFuture<_> {
         let (connector, name, server) = (connector.clone(), name.clone(), server.clone());
-        async move {
+        Box::pin(async move {
             let tcp = smol::net::TcpStream::connect(server.as_str()).await?;
             tcp.set_nodelay(true)?;
             let handshake = async { connector.connect(name, tcp).await };
@@ -240,8 +270,12 @@ pub fn smol_connector(
                 Err(timed_out())
             };
             futures_lite::future::or(handshake, deadline).await
-        }
-    }))
+        })
+    };
+    Ok(TlsDial {
+        config,
+        make: Arc::new(make),
+    })
 }
 
 // ---------------------------------------------------------------- std

@@ -1850,7 +1850,10 @@ fn r10_a_peer_that_does_not_want_acks_gets_only_the_fin_ack() {
         vec![Frame::Ack { received: 5000 }],
         "the FIN is acknowledged whatever the policy"
     );
-    assert!(n.c(0).is_fin_acked(), "the sender knows the peer has every byte");
+    assert!(
+        n.c(0).is_fin_acked(),
+        "the sender knows the peer has every byte"
+    );
     assert!(count_frames(n.slog(0), |f| *f == Frame::Heartbeat) >= 2);
 }
 

@@ -1,6 +1,6 @@
 //! Sessions behind HAProxy resume on their own node (docs/CLUSTER.md).
 //!
-//! Three nodes (a [`Listener`] each) sit behind HAProxy, configured from
+//! Three nodes (an [`FtListener`] each) sit behind HAProxy, configured from
 //! `docs/cluster/haproxy.cfg.in`, the file docs/CLUSTER.md quotes. 25 client
 //! sessions echo data through it while `ss -K` kills every client↔HAProxy
 //! connection, round after round; the last round resumes through a second
@@ -29,7 +29,7 @@ use std::time::Duration;
 use common::{bounded, fast_config, pattern_sha, wait_until, Net};
 use ft_session_core::{SessionError, SessionId};
 use ft_session_testkit::{pattern_at, ss_kill_clients_of, ss_kill_probe, Sha256Tracker};
-use ft_session_tokio::{FtStream, Listener};
+use ft_session_tokio::{FtListener, FtStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -341,7 +341,7 @@ async fn serve(stream: FtStream, node: usize) -> io::Result<ServerEnd> {
         w.write_all(&buf[..n]).await?;
     }
     w.shutdown().await?;
-    let mut stream = r.unsplit(w);
+    let stream = r.unsplit(w);
     stream.close().await?;
     Ok(ServerEnd {
         node,
@@ -354,7 +354,7 @@ async fn serve(stream: FtStream, node: usize) -> io::Result<ServerEnd> {
 
 /// Three nodes, each a Tokio listener serving echo sessions.
 struct Nodes {
-    listeners: Vec<Arc<Listener>>,
+    listeners: Vec<Arc<FtListener>>,
     ends: mpsc::UnboundedReceiver<io::Result<ServerEnd>>,
     /// Session id -> the node that accepted its fresh HELLO.
     homes: Arc<std::sync::Mutex<HashMap<SessionId, usize>>>,
@@ -366,7 +366,11 @@ impl Nodes {
         let homes = Arc::new(std::sync::Mutex::new(HashMap::new()));
         let mut listeners = Vec::new();
         for node in 0..3 {
-            let l = Arc::new(Listener::bind("127.0.0.1:0", fast_config()).await.unwrap());
+            let l = Arc::new(
+                FtListener::bind("127.0.0.1:0", fast_config())
+                    .await
+                    .unwrap(),
+            );
             let (l2, tx, homes) = (l.clone(), tx.clone(), homes.clone());
             tokio::spawn(async move {
                 while let Ok((s, _)) = l2.accept().await {
@@ -455,7 +459,7 @@ async fn run_client(
         }
     };
     let (wr, rd) = tokio::join!(writer, reader);
-    let mut stream = r.unsplit(w);
+    let stream = r.unsplit(w);
     let result = match (wr, rd) {
         (Ok(()), Ok(echo)) => stream.close().await.map(|()| echo),
         (Err(e), _) | (_, Err(e)) => Err(e),
@@ -501,7 +505,7 @@ async fn open_clients(net: &Net, segments: u64) -> (Vec<Client>, watch::Sender<u
     let (round_tx, round_rx) = watch::channel(0u64);
     let mut clients = Vec::new();
     for i in 0..SESSIONS {
-        let stream = net.connector(fast_config()).connect().await.unwrap();
+        let stream = net.connect(fast_config()).await.unwrap();
         let echoed = Arc::new(AtomicU64::new(0));
         let ended = Arc::new(AtomicBool::new(false));
         let (rx, e2, end2) = (round_rx.clone(), echoed.clone(), ended.clone());

@@ -48,7 +48,7 @@ pub fn server(a: ServerArgs, stats: TunnelStats) -> Result<(), String> {
     let forward: Arc<str> = a.forward.into();
     loop {
         match listener.accept() {
-            Ok(session) => {
+            Ok((session, _peer)) => {
                 let (forward, stats) = (forward.clone(), stats.clone());
                 spawn("ft-session-conn", move || {
                     serve_server(session, &forward, &stats)

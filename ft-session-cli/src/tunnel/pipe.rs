@@ -38,7 +38,7 @@ pub async fn serve<R, W>(
     tracing::info!(session = %id, "{label}: session started");
     let end = pipe(&session, local_rd, local_wr).await;
     let end = match end {
-        PipeEnd::Done => match session.close_session().await {
+        PipeEnd::Done => match session.close().await {
             Ok(()) => PipeEnd::Done,
             Err(e) => PipeEnd::SessionLost(e),
         },

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ft_session_core::Config;
-use ft_session_smol::{Connector, Listener};
+use ft_session_smol::FtListener;
 use smol::net::{TcpListener, TcpStream};
 
 use super::pipe::{reset_handle, serve};
@@ -25,9 +25,11 @@ pub fn server(a: ServerArgs, stats: TunnelStats) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
             let addr = tcp.local_addr().map_err(|e| e.to_string())?;
-            (tls::smol_listener(tcp, acceptor, config.clone()), addr)
+            let listener =
+                tls::smol_listener(tcp, acceptor, config.clone()).map_err(|e| e.to_string())?;
+            (listener, addr)
         } else {
-            let listener = Listener::bind(a.listen.as_str(), config)
+            let listener = FtListener::bind(a.listen.as_str(), config)
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -44,8 +46,10 @@ pub fn server(a: ServerArgs, stats: TunnelStats) -> Result<(), String> {
                 Ok((session, peer)) => {
                     tracing::debug!(?peer, "new session");
                     let (forward, stats) = (forward.clone(), stats.clone());
-                    smol::spawn(async move { serve_server(session, &forward, &stats).await })
-                        .detach();
+                    smol::spawn(async move {
+                        serve_server(session.into_inner(), &forward, &stats).await
+                    })
+                    .detach();
                 }
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
@@ -81,17 +85,18 @@ async fn serve_server(session: ft_session_async::FtStream, forward: &str, stats:
 
 enum Dial {
     Tcp { server: String, config: Config },
-    Tls(Connector),
+    Tls(tls::TlsDial<futures_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl Dial {
     async fn connect(&self) -> std::io::Result<ft_session_async::FtStream> {
         match self {
             Dial::Tcp { server, config } => {
-                ft_session_smol::connect(server.as_str(), config.clone()).await
+                ft_session_smol::FtStream::connect(server.as_str(), config.clone()).await
             }
-            Dial::Tls(c) => c.connect().await,
+            Dial::Tls(c) => c.connect_smol().await,
         }
+        .map(ft_session_smol::FtStream::into_inner)
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ft_session_core::Config;
-use ft_session_tokio::{Compat, Connector, Listener};
+use ft_session_tokio::{Compat, FtListener};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::pipe::{reset_handle, serve};
@@ -32,10 +32,11 @@ pub fn server(a: ServerArgs, stats: TunnelStats) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
             let addr = tcp.local_addr().map_err(|e| e.to_string())?;
-            let listener = tls::tokio_listener(tcp, acceptor, config.clone());
+            let listener =
+                tls::tokio_listener(tcp, acceptor, config.clone()).map_err(|e| e.to_string())?;
             (listener, addr)
         } else {
-            let listener = Listener::bind(&a.listen, config)
+            let listener = FtListener::bind(&a.listen, config)
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -91,16 +92,16 @@ async fn serve_server(session: ft_session_async::FtStream, forward: &str, stats:
 /// How the client opens sessions.
 enum Dial {
     Tcp { server: String, config: Config },
-    Tls(Connector),
+    Tls(tls::TlsDial<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl Dial {
     async fn connect(&self) -> std::io::Result<ft_session_async::FtStream> {
         match self {
             Dial::Tcp { server, config } => {
-                ft_session_tokio::connect(server.as_str(), config.clone()).await
+                ft_session_tokio::FtStream::connect(server.as_str(), config.clone()).await
             }
-            Dial::Tls(c) => c.connect().await,
+            Dial::Tls(c) => c.connect_tokio().await,
         }
         .map(ft_session_tokio::FtStream::into_inner)
     }
