@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ft_session_core::Config;
-use ft_session_smol::{connect_on, FtStream, Listener, SmolRuntime};
+use ft_session_smol::{FtListener, FtStream, SmolRuntime};
 use ft_session_testkit::hostile::{Counts, LegitStream, Service, ServiceLog, Target};
 use smol::channel::Sender;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,7 +33,7 @@ fn block<T>(f: impl Future<Output = io::Result<T>>) -> io::Result<T> {
 struct SmolTarget {
     ex: Option<Arc<Executor<'static>>>,
     rt: SmolRuntime,
-    listener: Arc<Listener>,
+    listener: Arc<FtListener>,
     addr: SocketAddr,
     log: Arc<ServiceLog>,
     acceptor: Option<Task<()>>,
@@ -59,7 +59,7 @@ async fn serve(mut s: FtStream, log: Arc<ServiceLog>) {
             s.write_all(&chunk).await?;
             log.wrote(chunk.len(), s.stats().core.max_retained);
         }
-        s.close_session().await
+        s.close().await
     }
     .await;
     log.ended(r.is_ok(), s.stats().core.max_retained);
@@ -85,7 +85,11 @@ impl Target for SmolTarget {
                 })
             })
             .collect();
-        let listener = Arc::new(block(Listener::bind_on(rt.clone(), "127.0.0.1:0", config))?);
+        let listener = Arc::new(block(FtListener::bind_on(
+            rt.clone(),
+            "127.0.0.1:0",
+            config,
+        ))?);
         let addr = listener.local_addr()?;
         let log = Arc::new(ServiceLog::default());
         let (l, lg, ex2) = (listener.clone(), log.clone(), Arc::downgrade(&ex));
@@ -126,7 +130,7 @@ impl Target for SmolTarget {
     }
 
     fn connect(&self, addr: SocketAddr, config: Config) -> io::Result<Box<dyn LegitStream>> {
-        let s = block(connect_on(self.rt.clone(), addr, config))?;
+        let s = block(FtStream::connect_on(self.rt.clone(), addr, config))?;
         Ok(Box::new(Legit(s)))
     }
 }
@@ -162,11 +166,11 @@ impl Write for Legit {
 
 impl LegitStream for Legit {
     fn shutdown_write(&mut self) -> io::Result<()> {
-        block(self.0.close())
+        block(self.0.shutdown())
     }
 
     fn close(&mut self) -> io::Result<()> {
-        block(self.0.close_session())
+        block(self.0.close())
     }
 
     fn session_id(&self) -> Option<[u8; 16]> {

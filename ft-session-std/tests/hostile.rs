@@ -55,7 +55,7 @@ impl Target for StdTarget {
         let acceptor = std::thread::spawn(move || {
             while !st.load(Ordering::SeqCst) {
                 match l.accept_timeout(Duration::from_millis(50)) {
-                    Ok(s) => {
+                    Ok((s, _)) => {
                         let lg = lg.clone();
                         let _ = std::thread::Builder::new()
                             .stack_size(256 * 1024)

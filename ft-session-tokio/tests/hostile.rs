@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ft_session_core::Config;
 use ft_session_testkit::hostile::{Counts, LegitStream, Service, ServiceLog, Target};
-use ft_session_tokio::{connect, FtStream, Listener};
+use ft_session_tokio::{FtListener, FtStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
@@ -19,7 +19,7 @@ const IO_LIMIT: Duration = Duration::from_secs(30);
 
 struct TokioTarget {
     rt: Option<Runtime>,
-    listener: Arc<Listener>,
+    listener: Arc<FtListener>,
     addr: SocketAddr,
     log: Arc<ServiceLog>,
     acceptor: JoinHandle<()>,
@@ -57,7 +57,7 @@ impl Target for TokioTarget {
             .worker_threads(2)
             .enable_all()
             .build()?;
-        let listener = Arc::new(rt.block_on(Listener::bind("127.0.0.1:0", config))?);
+        let listener = Arc::new(rt.block_on(FtListener::bind("127.0.0.1:0", config))?);
         let addr = listener.local_addr()?;
         let log = Arc::new(ServiceLog::default());
         let (l, lg) = (listener.clone(), log.clone());
@@ -94,8 +94,9 @@ impl Target for TokioTarget {
 
     fn connect(&self, addr: SocketAddr, config: Config) -> io::Result<Box<dyn LegitStream>> {
         let rt = self.rt.as_ref().unwrap().handle().clone();
-        let s =
-            rt.block_on(async { tokio::time::timeout(IO_LIMIT, connect(addr, config)).await })??;
+        let s = rt.block_on(async {
+            tokio::time::timeout(IO_LIMIT, FtStream::connect(addr, config)).await
+        })??;
         Ok(Box::new(Legit { rt, s }))
     }
 }
