@@ -472,10 +472,6 @@ async fn run_client(
     }
 }
 
-fn session_error(e: &io::Error) -> Option<&SessionError> {
-    e.get_ref().and_then(|i| i.downcast_ref::<SessionError>())
-}
-
 /// Waits (bounded) until every client still running echoed `at_least` bytes.
 async fn wait_echoed(clients: &[Client], at_least: u64) {
     let r = tokio::time::timeout(Duration::from_secs(20), async {
@@ -654,7 +650,7 @@ async fn outcomes(
             }
             Err(e) => {
                 assert_eq!(
-                    session_error(&e),
+                    SessionError::from_io(&e),
                     Some(&SessionError::UnknownSession),
                     "session {}: {e}",
                     end.id
