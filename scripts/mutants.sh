@@ -5,7 +5,10 @@
 # file in turn and runs a fast test profile: the core's unit tests, the rule
 # tests (tests/protocol_rules.rs), the endpoint, handshake and config tests,
 # and a reduced simulation run (FT_SIM_CASES, default 40). One job, a timeout
-# per mutant: the machine may be shared. Results go to target/mutants/<file>/
+# per mutant: the machine may be shared. Mutants are applied in place (the
+# tree's own target/ is reused instead of a fresh build in a copy; cargo-mutants
+# restores every file), so run it on a clean checkout you are not editing.
+# Results go to target/mutants/<file>/
 # (outcomes.json, caught.txt, missed.txt, timeout.txt, unviable.txt); the
 # table printed at the end has caught, missed, timeout, unviable and the
 # score = caught / (caught + missed + timeout) per file.
@@ -33,7 +36,7 @@ for f in "${files[@]}"; do
     echo "=== scripts/mutants.sh: ft-session-core/src/$f"
     # Exit codes 2 (missed) and 3 (timeout) are results, not failures.
     nice -n 19 cargo mutants --package ft-session-core --file "ft-session-core/src/$f" \
-        --all-features --jobs 1 --timeout "$timeout" --output "$out" -- \
+        --all-features --in-place --timeout "$timeout" --output "$out" -- \
         --lib --test protocol_rules --test endpoint --test handshake --test config_props \
         --test sim_props || true
 done
