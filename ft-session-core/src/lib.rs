@@ -168,3 +168,9 @@ pub use handshake::{Entropy, HandshakeReader, HandshakeStep};
 pub use session::{
     Event, Input, Output, Role, Session, SessionState, Stats, Transmit, TransportId, VerifiedResume,
 };
+
+// The README is the crates.io page: its code runs as a doctest, so it cannot
+// drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -135,3 +135,9 @@ pub use transport::{
     Locked, ShutdownFn, SocketControl, SocketOptions, SocketRef, Transport, TransportHalves,
     DEFAULT_IMPLICIT_SOCKET_BUFFER,
 };
+
+// The README is the crates.io page: its code runs as a doctest, so it cannot
+// drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -805,3 +805,9 @@ impl FtListener {
         self.inner.config()
     }
 }
+
+// The README is the crates.io page: its code runs as a doctest, so it cannot
+// drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,79 @@
+//! The smol echo example run entirely by async-std: its executor runs the
+//! application and the sessions' background tasks, and its `TcpListener` /
+//! `TcpStream` are the transports. Any futures-io executor and sockets plug
+//! in the same way.
+//!
+//! ```text
+//! cargo run -p ft-session-smol --example async_std_echo
+//! ```
+// The tests include this file for its functions; `main` is unused there.
+#![allow(dead_code)]
+
+#[path = "echo.rs"]
+mod echo;
+
+use std::io;
+use std::net::SocketAddr;
+
+use async_std::net::{TcpListener, TcpStream};
+use ft_session_core::Config;
+use ft_session_smol::{Connector, Listener, SmolRuntime};
+
+pub use echo::{echo, exchange};
+
+/// Session tasks go to async-std's executor.
+pub fn runtime() -> SmolRuntime {
+    SmolRuntime::spawn_with(|task| drop(async_std::task::spawn(task)))
+}
+
+/// A session listener fed by async-std's `TcpListener`.
+pub fn listener(tcp: TcpListener, config: Config) -> Listener {
+    let accepted = smol::stream::unfold(tcp, |tcp| async move {
+        let next = tcp.accept().await.and_then(|(s, peer)| {
+            s.set_nodelay(true)?;
+            Ok((s, Some(peer)))
+        });
+        Some((next, tcp))
+    });
+    Listener::from_stream_on(runtime(), accepted, config)
+}
+
+/// Opens sessions to `addr` over async-std's `TcpStream`: the function runs
+/// for the first transport and again for every reconnect.
+pub fn connector(addr: SocketAddr, config: Config) -> Connector {
+    Connector::new_on(runtime(), config, move || async move {
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok::<_, io::Error>(s)
+    })
+}
+
+/// Serves every session in an async-std task of its own.
+pub async fn serve(listener: Listener) -> io::Result<()> {
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        async_std::task::spawn(async move {
+            match echo(stream).await {
+                Ok(n) => println!("{peer:?}: echoed {n} bytes"),
+                Err(e) => eprintln!("{peer:?}: {e}"),
+            }
+        });
+    }
+}
+
+fn main() -> io::Result<()> {
+    async_std::task::block_on(async {
+        let tcp = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = tcp.local_addr()?;
+        async_std::task::spawn(serve(listener(tcp, Config::default())));
+
+        let data: Vec<u8> = (0..4u32 << 20).map(|i| (i ^ (i >> 11)) as u8).collect();
+        let stream = connector(addr, Config::default()).connect().await?;
+        let echoed = exchange(stream, &data).await?;
+        if echoed != data {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "echo differs"));
+        }
+        println!("{} bytes echoed intact on async-std", echoed.len());
+        Ok(())
+    })
+}

@@ -1,0 +1,72 @@
+//! The examples' own functions, run through a proxy that kills the
+//! transport mid-stream: the echo must come back whole (length and sha256),
+//! and the server must have echoed exactly what was sent.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+#[path = "../examples/tls_echo.rs"]
+mod tls_echo;
+
+use common::*;
+use ft_session_testkit::{pattern, sha256_hex, FaultPlan, FaultProxy};
+use ft_session_tokio::{connect, Listener};
+
+/// Bytes the client sends; the echo doubles what crosses the proxy.
+const LEN: usize = 3 << 20;
+const KILLS: u64 = 6;
+
+fn plan(seed: u64) -> FaultPlan {
+    FaultPlan::random_kills(seed, 64 * 1024, 256 * 1024).max_kills(KILLS)
+}
+
+fn assert_echo(sent: &[u8], echoed: &[u8], server_echoed: u64) {
+    assert_eq!(echoed.len(), sent.len());
+    assert_eq!(sha256_hex(echoed), sha256_hex(sent));
+    assert_eq!(server_echoed, sent.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_example_survives_kills() {
+    bounded(async {
+        let listener = Listener::bind("127.0.0.1:0", fast_config()).await.unwrap();
+        let proxy = FaultProxy::start(listener.local_addr().unwrap(), plan(1)).unwrap();
+        // The listener outlives the session: a client whose last CLOSE was
+        // cut resumes to learn the outcome.
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            (tls_echo::echo(stream).await.unwrap(), listener)
+        });
+        let data = pattern(1, LEN);
+        let client = connect(proxy.local_addr(), fast_config()).await.unwrap();
+        let echoed = tls_echo::exchange(client, &data).await.unwrap();
+        let (server_echoed, _listener) = server.await.unwrap();
+        assert_echo(&data, &echoed, server_echoed);
+        assert_eq!(proxy.kills(), KILLS);
+        drop_proxy(proxy).await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_echo_example_survives_kills() {
+    bounded(async {
+        let (server_tls, client_tls) = tls_echo::tls_configs().unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = FaultProxy::start(tcp.local_addr().unwrap(), plan(2)).unwrap();
+        let listener = tls_echo::tls_listener(tcp, server_tls, fast_config());
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            (tls_echo::echo(stream).await.unwrap(), listener)
+        });
+        let connector = tls_echo::tls_connector(proxy.local_addr(), client_tls, fast_config());
+        let client = connector.connect().await.unwrap();
+        let data = pattern(2, LEN);
+        let echoed = tls_echo::exchange(client, &data).await.unwrap();
+        let (server_echoed, _listener) = server.await.unwrap();
+        assert_echo(&data, &echoed, server_echoed);
+        assert_eq!(proxy.kills(), KILLS);
+        drop_proxy(proxy).await;
+    })
+    .await
+}
