@@ -200,7 +200,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let addr = std::env::args()
         .nth(1)
         .ok_or("usage: poll_loop ADDR (of an echo server)")?;
-    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i ^ (i >> 11)) as u8).collect();
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i ^ (i >> 11)) as u8).collect();
     let echo = echo_client(addr.parse()?, Config::default(), &data)?;
     if echo != data {
         return Err("echo differs".into());

@@ -1,4 +1,4 @@
-//! The smol echo example run entirely by async-std: its executor runs the
+//! The `smol_echo` example run entirely by async-std: its executor runs the
 //! application and the sessions' background tasks, and its `TcpListener` /
 //! `TcpStream` are the transports. Any futures-io executor and sockets plug
 //! in the same way.
@@ -9,8 +9,8 @@
 // The tests include this file for its functions; `main` is unused there.
 #![allow(dead_code)]
 
-#[path = "echo.rs"]
-mod echo;
+#[path = "smol_echo.rs"]
+mod smol_echo;
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,7 +19,7 @@ use async_std::net::{TcpListener, TcpStream};
 use ft_session_core::Config;
 use ft_session_smol::{Connector, Listener, SmolRuntime};
 
-pub use echo::{echo, exchange};
+pub use smol_echo::{echo, exchange};
 
 /// Session tasks go to async-std's executor.
 pub fn runtime() -> SmolRuntime {

@@ -65,9 +65,9 @@ pub async fn exchange(stream: FtStream, data: &[u8]) -> io::Result<Vec<u8>> {
     Ok(echo)
 }
 
-/// Connects, echoes 8 MiB and checks it.
+/// Connects, echoes 4 MiB and checks it.
 async fn client(addr: &str) -> io::Result<()> {
-    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i ^ (i >> 11)) as u8).collect();
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i ^ (i >> 11)) as u8).collect();
     let stream = connect(addr, Config::default()).await?;
     let echo = exchange(stream, &data).await?;
     if echo != data {

@@ -3,9 +3,9 @@
 //! echo is identical.
 //!
 //! ```text
-//! cargo run -p ft-session-smol --example echo                  # both, one process
-//! cargo run -p ft-session-smol --example echo -- server 127.0.0.1:7000
-//! cargo run -p ft-session-smol --example echo -- client 127.0.0.1:7000
+//! cargo run -p ft-session-smol --example smol_echo                  # both, one process
+//! cargo run -p ft-session-smol --example smol_echo -- server 127.0.0.1:7000
+//! cargo run -p ft-session-smol --example smol_echo -- client 127.0.0.1:7000
 //! ```
 //!
 //! Kill the TCP connection while the client runs (as root:
@@ -68,9 +68,9 @@ pub async fn exchange(stream: FtStream, data: &[u8]) -> io::Result<Vec<u8>> {
     Ok(echo)
 }
 
-/// Connects, echoes 8 MiB and checks it.
+/// Connects, echoes 4 MiB and checks it.
 async fn client(addr: &str) -> io::Result<()> {
-    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i ^ (i >> 11)) as u8).collect();
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i ^ (i >> 11)) as u8).collect();
     let stream = connect(addr, Config::default()).await?;
     let echo = exchange(stream, &data).await?;
     if echo != data {
@@ -92,7 +92,9 @@ fn main() -> io::Result<()> {
                 smol::spawn(serve(listener)).detach();
                 client(&addr).await
             }
-            _ => Err(io::Error::other("usage: echo [server ADDR | client ADDR]")),
+            _ => Err(io::Error::other(
+                "usage: smol_echo [server ADDR | client ADDR]",
+            )),
         }
     })
 }
