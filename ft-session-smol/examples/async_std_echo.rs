@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 
 use async_std::net::{TcpListener, TcpStream};
 use ft_session_core::Config;
-use ft_session_smol::{Connector, Listener, SmolRuntime};
+use ft_session_smol::{FtListener, FtStream, SmolRuntime};
 
 pub use smol_echo::{echo, exchange};
 
@@ -27,7 +27,7 @@ pub fn runtime() -> SmolRuntime {
 }
 
 /// A session listener fed by async-std's `TcpListener`.
-pub fn listener(tcp: TcpListener, config: Config) -> Listener {
+pub fn listener(tcp: TcpListener, config: Config) -> io::Result<FtListener> {
     let accepted = smol::stream::unfold(tcp, |tcp| async move {
         let next = tcp.accept().await.and_then(|(s, peer)| {
             s.set_nodelay(true)?;
@@ -35,21 +35,22 @@ pub fn listener(tcp: TcpListener, config: Config) -> Listener {
         });
         Some((next, tcp))
     });
-    Listener::from_stream_on(runtime(), accepted, config)
+    FtListener::from_incoming_on(runtime(), config, accepted)
 }
 
-/// Opens sessions to `addr` over async-std's `TcpStream`: the function runs
-/// for the first transport and again for every reconnect.
-pub fn connector(addr: SocketAddr, config: Config) -> Connector {
-    Connector::new_on(runtime(), config, move || async move {
+/// Opens a session to `addr` over async-std's `TcpStream`: the function
+/// runs for the first transport and again for every reconnect.
+pub async fn connect(addr: SocketAddr, config: Config) -> io::Result<FtStream> {
+    FtStream::connect_with_on(runtime(), config, move || async move {
         let s = TcpStream::connect(addr).await?;
         s.set_nodelay(true)?;
         Ok::<_, io::Error>(s)
     })
+    .await
 }
 
 /// Serves every session in an async-std task of its own.
-pub async fn serve(listener: Listener) -> io::Result<()> {
+pub async fn serve(listener: FtListener) -> io::Result<()> {
     loop {
         let (stream, peer) = listener.accept().await?;
         async_std::task::spawn(async move {
@@ -65,10 +66,10 @@ fn main() -> io::Result<()> {
     async_std::task::block_on(async {
         let tcp = TcpListener::bind("127.0.0.1:0").await?;
         let addr = tcp.local_addr()?;
-        async_std::task::spawn(serve(listener(tcp, Config::default())));
+        async_std::task::spawn(serve(listener(tcp, Config::default())?));
 
         let data: Vec<u8> = (0..4u32 << 20).map(|i| (i ^ (i >> 11)) as u8).collect();
-        let stream = connector(addr, Config::default()).connect().await?;
+        let stream = connect(addr, Config::default()).await?;
         let echoed = exchange(stream, &data).await?;
         if echoed != data {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "echo differs"));

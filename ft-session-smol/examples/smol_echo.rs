@@ -17,12 +17,12 @@
 use std::io;
 
 use ft_session_core::Config;
-use ft_session_smol::{connect, FtStream, Listener};
+use ft_session_smol::{FtListener, FtStream};
 use smol::future;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Serves every session in a task of its own, for as long as the listener lives.
-pub async fn serve(listener: Listener) -> io::Result<()> {
+pub async fn serve(listener: FtListener) -> io::Result<()> {
     loop {
         let (stream, peer) = listener.accept().await?;
         smol::spawn(async move {
@@ -35,8 +35,8 @@ pub async fn serve(listener: Listener) -> io::Result<()> {
     }
 }
 
-/// Writes back what it reads until the client half-closes, then ends the
-/// session: `close_session` returns once both sides know every byte arrived.
+/// Writes back what it reads until the client half-closes, then closes the
+/// session: `close` returns once both sides know every byte arrived.
 pub async fn echo(mut stream: FtStream) -> io::Result<u64> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0;
@@ -48,7 +48,7 @@ pub async fn echo(mut stream: FtStream) -> io::Result<u64> {
         stream.write_all(&buf[..n]).await?;
         total += n as u64;
     }
-    stream.close_session().await?;
+    stream.close().await?;
     Ok(total)
 }
 
@@ -61,17 +61,17 @@ pub async fn exchange(stream: FtStream, data: &[u8]) -> io::Result<Vec<u8>> {
     let (mut rd, mut wr) = (&stream, &stream);
     let send = async {
         wr.write_all(data).await?;
-        wr.close().await // futures-io close is the half-close
+        wr.shutdown().await // half-close: the server reads end of stream
     };
     future::try_zip(send, rd.read_to_end(&mut echo)).await?;
-    stream.close_session().await?;
+    stream.close().await?;
     Ok(echo)
 }
 
 /// Connects, echoes 4 MiB and checks it.
 async fn client(addr: &str) -> io::Result<()> {
     let data: Vec<u8> = (0..4u32 << 20).map(|i| (i ^ (i >> 11)) as u8).collect();
-    let stream = connect(addr, Config::default()).await?;
+    let stream = FtStream::connect(addr, Config::default()).await?;
     let echo = exchange(stream, &data).await?;
     if echo != data {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "echo differs"));
@@ -84,10 +84,10 @@ fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     smol::block_on(async {
         match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-            ["server", addr] => serve(Listener::bind(addr, Config::default()).await?).await,
+            ["server", addr] => serve(FtListener::bind(addr, Config::default()).await?).await,
             ["client", addr] => client(addr).await,
             [] => {
-                let listener = Listener::bind("127.0.0.1:0", Config::default()).await?;
+                let listener = FtListener::bind("127.0.0.1:0", Config::default()).await?;
                 let addr = listener.local_addr()?.to_string();
                 smol::spawn(serve(listener)).detach();
                 client(&addr).await

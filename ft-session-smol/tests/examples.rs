@@ -10,7 +10,7 @@ mod common;
 mod async_std_echo;
 
 use common::*;
-use ft_session_smol::{connect, Listener};
+use ft_session_smol::{FtListener, FtStream};
 use ft_session_testkit::{pattern, sha256_hex, FaultPlan, FaultProxy};
 
 /// Bytes the client sends; the echo doubles what crosses the proxy.
@@ -30,7 +30,9 @@ fn assert_echo(sent: &[u8], echoed: &[u8], server_echoed: u64) {
 #[test]
 fn smol_echo_example_survives_kills() {
     run_bounded(async {
-        let listener = Listener::bind("127.0.0.1:0", fast_config()).await.unwrap();
+        let listener = FtListener::bind("127.0.0.1:0", fast_config())
+            .await
+            .unwrap();
         let proxy = FaultProxy::start(listener.local_addr().unwrap(), plan(3)).unwrap();
         // The listener outlives the session: a client whose last CLOSE was
         // cut resumes to learn the outcome.
@@ -39,7 +41,9 @@ fn smol_echo_example_survives_kills() {
             (async_std_echo::echo(stream).await.unwrap(), listener)
         });
         let data = pattern(3, LEN);
-        let client = connect(proxy.local_addr(), fast_config()).await.unwrap();
+        let client = FtStream::connect(proxy.local_addr(), fast_config())
+            .await
+            .unwrap();
         let echoed = async_std_echo::exchange(client, &data).await.unwrap();
         let (server_echoed, _listener) = server.await;
         assert_echo(&data, &echoed, server_echoed);
@@ -55,13 +59,12 @@ fn async_std_echo_example_survives_kills() {
                 .await
                 .unwrap();
             let proxy = FaultProxy::start(tcp.local_addr().unwrap(), plan(4)).unwrap();
-            let listener = async_std_echo::listener(tcp, fast_config());
+            let listener = async_std_echo::listener(tcp, fast_config()).unwrap();
             let server = async_std::task::spawn(async move {
                 let (stream, _) = listener.accept().await.unwrap();
                 (async_std_echo::echo(stream).await.unwrap(), listener)
             });
-            let client = async_std_echo::connector(proxy.local_addr(), fast_config())
-                .connect()
+            let client = async_std_echo::connect(proxy.local_addr(), fast_config())
                 .await
                 .unwrap();
             let data = pattern(4, LEN);

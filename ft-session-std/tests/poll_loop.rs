@@ -26,7 +26,7 @@ fn poll_loop_client_survives_kills() {
         // The listener outlives the session: a client whose last CLOSE was
         // cut resumes to learn the outcome.
         let server = std::thread::spawn(move || {
-            let mut s = listener.accept().unwrap();
+            let (mut s, _peer) = listener.accept().unwrap();
             let (mut buf, mut echoed) = (vec![0u8; 64 * 1024], 0u64);
             loop {
                 let n = s.read(&mut buf).unwrap();

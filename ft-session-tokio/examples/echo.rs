@@ -17,11 +17,11 @@
 use std::io;
 
 use ft_session_core::Config;
-use ft_session_tokio::{connect, FtStream, Listener};
+use ft_session_tokio::{FtListener, FtStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Serves every session in a task of its own, for as long as the listener lives.
-pub async fn serve(listener: Listener) -> io::Result<()> {
+pub async fn serve(listener: FtListener) -> io::Result<()> {
     loop {
         let (stream, peer) = listener.accept().await?;
         tokio::spawn(async move {
@@ -35,15 +35,15 @@ pub async fn serve(listener: Listener) -> io::Result<()> {
 
 /// Writes back what it reads until the client half-closes, then closes the
 /// session: `close` returns once both sides know every byte arrived.
-pub async fn echo(mut stream: FtStream) -> io::Result<u64> {
+pub async fn echo(stream: FtStream) -> io::Result<u64> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0;
     loop {
-        let n = stream.read(&mut buf).await?;
+        let n = (&stream).read(&mut buf).await?;
         if n == 0 {
             break;
         }
-        stream.write_all(&buf[..n]).await?;
+        (&stream).write_all(&buf[..n]).await?;
         total += n as u64;
     }
     stream.close().await?;
@@ -51,24 +51,25 @@ pub async fn echo(mut stream: FtStream) -> io::Result<u64> {
 }
 
 /// Sends `data`, half-closes, and returns everything echoed back. Reading
-/// and writing run together: the server cannot take more than the session's
-/// buffers hold until its echo is read.
+/// and writing run together, through `&FtStream` (like `&TcpStream`): the
+/// server cannot take more than the session's buffers hold until its echo
+/// is read.
 pub async fn exchange(stream: FtStream, data: &[u8]) -> io::Result<Vec<u8>> {
-    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut echo = Vec::with_capacity(data.len());
+    let (mut rd, mut wr) = (&stream, &stream);
     let send = async {
         wr.write_all(data).await?;
         wr.shutdown().await // half-close: the server reads end of stream
     };
     tokio::try_join!(send, rd.read_to_end(&mut echo))?;
-    rd.unsplit(wr).close().await?;
+    stream.close().await?;
     Ok(echo)
 }
 
 /// Connects, echoes 4 MiB and checks it.
 async fn client(addr: &str) -> io::Result<()> {
     let data: Vec<u8> = (0..4u32 << 20).map(|i| (i ^ (i >> 11)) as u8).collect();
-    let stream = connect(addr, Config::default()).await?;
+    let stream = FtStream::connect(addr, Config::default()).await?;
     let echo = exchange(stream, &data).await?;
     if echo != data {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "echo differs"));
@@ -81,10 +82,10 @@ async fn client(addr: &str) -> io::Result<()> {
 async fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["server", addr] => serve(Listener::bind(addr, Config::default()).await?).await,
+        ["server", addr] => serve(FtListener::bind(addr, Config::default()).await?).await,
         ["client", addr] => client(addr).await,
         [] => {
-            let listener = Listener::bind("127.0.0.1:0", Config::default()).await?;
+            let listener = FtListener::bind("127.0.0.1:0", Config::default()).await?;
             let addr = listener.local_addr()?.to_string();
             tokio::spawn(serve(listener));
             client(&addr).await

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ft_session_core::Config;
-use ft_session_tokio::{Connector, Listener};
+use ft_session_tokio::{FtListener, FtStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
@@ -48,7 +48,11 @@ pub fn tls_configs() -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), Box<dyn s
 /// A session listener over TLS: each accepted TCP connection runs its TLS
 /// handshake in a task of its own (a slow peer holds up no one), and the
 /// finished ones are handed to the listener as transports.
-pub fn tls_listener(tcp: TcpListener, tls: Arc<ServerConfig>, config: Config) -> Listener {
+pub fn tls_listener(
+    tcp: TcpListener,
+    tls: Arc<ServerConfig>,
+    config: Config,
+) -> io::Result<FtListener> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         let acceptor = TlsAcceptor::from(tls);
@@ -62,13 +66,17 @@ pub fn tls_listener(tcp: TcpListener, tls: Arc<ServerConfig>, config: Config) ->
         }
     });
     let transports = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    Listener::from_stream(transports, config)
+    FtListener::from_incoming(config, transports)
 }
 
-/// Opens sessions to `addr` over TLS: the function runs for the first
+/// Opens a session to `addr` over TLS: the function runs for the first
 /// transport and again for every reconnect.
-pub fn tls_connector(addr: SocketAddr, tls: Arc<ClientConfig>, config: Config) -> Connector {
-    Connector::new(config, move || {
+pub async fn tls_connect(
+    addr: SocketAddr,
+    tls: Arc<ClientConfig>,
+    config: Config,
+) -> io::Result<FtStream> {
+    FtStream::connect_with(config, move || {
         let tls = TlsConnector::from(tls.clone());
         async move {
             let tcp = TcpStream::connect(addr).await?;
@@ -77,6 +85,7 @@ pub fn tls_connector(addr: SocketAddr, tls: Arc<ClientConfig>, config: Config) -
             tls.connect(name, tcp).await
         }
     })
+    .await
 }
 
 #[tokio::main]
@@ -84,12 +93,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (server_tls, client_tls) = tls_configs()?;
     let tcp = TcpListener::bind("127.0.0.1:0").await?;
     let addr = tcp.local_addr()?;
-    tokio::spawn(serve(tls_listener(tcp, server_tls, Config::default())));
+    tokio::spawn(serve(tls_listener(tcp, server_tls, Config::default())?));
 
     let data: Vec<u8> = (0..4u32 << 20).map(|i| (i ^ (i >> 11)) as u8).collect();
-    let stream = tls_connector(addr, client_tls, Config::default())
-        .connect()
-        .await?;
+    let stream = tls_connect(addr, client_tls, Config::default()).await?;
     let echoed = exchange(stream, &data).await?;
     if echoed != data {
         return Err("echo differs".into());

@@ -10,7 +10,7 @@ mod tls_echo;
 
 use common::*;
 use ft_session_testkit::{pattern, sha256_hex, FaultPlan, FaultProxy};
-use ft_session_tokio::{connect, Listener};
+use ft_session_tokio::{FtListener, FtStream};
 
 /// Bytes the client sends; the echo doubles what crosses the proxy.
 const LEN: usize = 3 << 20;
@@ -29,7 +29,9 @@ fn assert_echo(sent: &[u8], echoed: &[u8], server_echoed: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_example_survives_kills() {
     bounded(async {
-        let listener = Listener::bind("127.0.0.1:0", fast_config()).await.unwrap();
+        let listener = FtListener::bind("127.0.0.1:0", fast_config())
+            .await
+            .unwrap();
         let proxy = FaultProxy::start(listener.local_addr().unwrap(), plan(1)).unwrap();
         // The listener outlives the session: a client whose last CLOSE was
         // cut resumes to learn the outcome.
@@ -38,7 +40,9 @@ async fn echo_example_survives_kills() {
             (tls_echo::echo(stream).await.unwrap(), listener)
         });
         let data = pattern(1, LEN);
-        let client = connect(proxy.local_addr(), fast_config()).await.unwrap();
+        let client = FtStream::connect(proxy.local_addr(), fast_config())
+            .await
+            .unwrap();
         let echoed = tls_echo::exchange(client, &data).await.unwrap();
         let (server_echoed, _listener) = server.await.unwrap();
         assert_echo(&data, &echoed, server_echoed);
@@ -54,13 +58,14 @@ async fn tls_echo_example_survives_kills() {
         let (server_tls, client_tls) = tls_echo::tls_configs().unwrap();
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = FaultProxy::start(tcp.local_addr().unwrap(), plan(2)).unwrap();
-        let listener = tls_echo::tls_listener(tcp, server_tls, fast_config());
+        let listener = tls_echo::tls_listener(tcp, server_tls, fast_config()).unwrap();
         let server = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
             (tls_echo::echo(stream).await.unwrap(), listener)
         });
-        let connector = tls_echo::tls_connector(proxy.local_addr(), client_tls, fast_config());
-        let client = connector.connect().await.unwrap();
+        let client = tls_echo::tls_connect(proxy.local_addr(), client_tls, fast_config())
+            .await
+            .unwrap();
         let data = pattern(2, LEN);
         let echoed = tls_echo::exchange(client, &data).await.unwrap();
         let (server_echoed, _listener) = server.await.unwrap();
@@ -85,14 +90,16 @@ async fn tls_echo_example_survives_kills() {
 async fn echo_larger_than_both_buffers_completes() {
     let mut config = fast_config();
     (config.send_buffer_capacity, config.recv_buffer_capacity) = (256 << 10, 256 << 10);
-    let listener = Listener::bind("127.0.0.1:0", config.clone()).await.unwrap();
+    let listener = FtListener::bind("127.0.0.1:0", config.clone())
+        .await
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
         (tls_echo::echo(stream).await.unwrap(), listener)
     });
     let data = pattern(9, 8 << 20);
-    let client = connect(addr, config).await.unwrap();
+    let client = FtStream::connect(addr, config).await.unwrap();
     let echoed = tokio::time::timeout(
         std::time::Duration::from_secs(20),
         tls_echo::exchange(client, &data),
