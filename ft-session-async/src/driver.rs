@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
-use ft_session_core::{Event, Input, Output, SessionError, SessionId, Transmit, TransportId};
+use ft_session_core::{
+    Event, Input, Output, Session, SessionError, SessionHandle, Transmit, TransportId,
+};
 
-use crate::listener::RegistryRef;
 use crate::stream::{lock, Handle, Shared};
 use crate::{BoxTransport, Connect, ConnectFuture, Runtime, Timer};
 
@@ -23,10 +23,18 @@ const READ_BUF: usize = 64 * 1024;
 /// other tasks of its worker thread.
 const BUDGET: u32 = 128;
 
-/// Server-side link to the listener's registry.
+/// Where a server session's driver reports its events: the listener's
+/// endpoint, which took the session out to this task and still routes its
+/// resumes (see `ft_session_core::endpoint`).
+pub(crate) trait Routing: Send + Sync {
+    /// Called with the session locked, for every event it emits.
+    fn report(&self, handle: SessionHandle, session: &Session, event: &Event, now: Instant);
+}
+
+/// A server session's link to its listener.
 pub(crate) struct ServerLink {
-    pub registry: RegistryRef,
-    pub id: SessionId,
+    pub routing: Arc<dyn Routing>,
+    pub handle: SessionHandle,
 }
 
 /// A `Transmit` being written, and how much of it is out.
@@ -65,24 +73,9 @@ impl<R: Runtime> Driver<R> {
         rt: R,
         handle: Arc<Handle>,
         transport: (TransportId, BoxTransport),
-        leftover: Bytes,
         link: ServerLink,
     ) -> Self {
-        let d = Self::new(rt, handle, Some(transport), None, Some(link));
-        if !leftover.is_empty() {
-            let now = d.rt.now();
-            let handle = d.handle.clone();
-            let mut sh = lock(&handle.shared);
-            let id = d.transport.as_ref().map_or(0, |t| t.0);
-            sh.session.handle_input(
-                now,
-                Input::Received {
-                    transport: id,
-                    data: &leftover,
-                },
-            );
-        }
-        d
+        Self::new(rt, handle, Some(transport), None, Some(link))
     }
 
     fn new(
@@ -232,6 +225,10 @@ impl<R: Runtime> Driver<R> {
     }
 
     fn on_event(&mut self, sh: &mut Shared, e: Event) {
+        if let Some(link) = &self.server {
+            link.routing
+                .report(link.handle, &sh.session, &e, self.rt.now());
+        }
         let role = sh.session.role();
         let id = sh.session.session_id();
         match e {
@@ -245,10 +242,6 @@ impl<R: Runtime> Driver<R> {
             }
             Event::Parked => {
                 tracing::info!(session_id = ?id, retained = sh.session.retained(), "session parked");
-                if let Some(link) = &self.server {
-                    link.registry
-                        .parked(&self.handle, &sh.session, link.id, self.rt.now());
-                }
             }
             Event::Resumed {
                 attempt,
@@ -277,9 +270,6 @@ impl<R: Runtime> Driver<R> {
                     }
                     Err(e) => tracing::warn!(?role, session_id = ?id, error = %e, "session failed"),
                 }
-                if let Some(link) = &self.server {
-                    link.registry.finished(link.id, &outcome, self.rt.now());
-                }
                 sh.outcome = Some(outcome);
                 wake(&mut sh.reader);
                 wake(&mut sh.writer);
@@ -294,39 +284,21 @@ impl<R: Runtime> Driver<R> {
         let now = self.rt.now();
         let mut progress = false;
 
-        // Server: a resume routed here by the listener, or an eviction.
-        let (delivery, evicted) = {
-            let mut c = lock(&self.handle.control);
-            (c.delivery.take(), std::mem::take(&mut c.evicted))
-        };
-        if let Some(d) = delivery {
+        // Server: a resume (with its transport) or an eviction routed here
+        // by the listener's endpoint.
+        loop {
+            let Some(routed) = lock(&self.handle.control).routed.pop_front() else {
+                break;
+            };
             progress = true;
-            // The session may still believe in its old transport (half-open):
-            // the core drops it; the new one replaces it here.
-            self.transport = Some((d.id, d.transport));
-            self.needs_flush = false;
-            sh.set_socket(d.socket, d.peer);
-            sh.session.handle_input(
-                now,
-                Input::Resume {
-                    transport: d.id,
-                    resume: d.resume,
-                    info: d.info,
-                },
-            );
-            if !d.leftover.is_empty() {
-                sh.session.handle_input(
-                    now,
-                    Input::Received {
-                        transport: d.id,
-                        data: &d.leftover,
-                    },
-                );
+            if let Some((id, t)) = routed.transport {
+                // The session may still believe in its old transport (half-open):
+                // the core drops it; the new one replaces it here.
+                self.transport = Some((id, t));
+                self.needs_flush = false;
+                sh.set_socket(routed.socket, routed.peer);
             }
-        }
-        if evicted {
-            progress = true;
-            sh.session.handle_input(now, Input::Evicted);
+            routed.delivery.apply(now, &mut sh.session);
         }
 
         // The application's bounds (close, drop, shutdown), on this clock.

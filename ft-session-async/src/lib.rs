@@ -7,8 +7,10 @@
 //!
 //! - [`connect`] starts a client session whose [`Connect`]or is called for
 //!   every (re)connection, and waits for the first handshake.
-//! - [`Listener`] accepts transports from any [`Accept`] source, runs each
-//!   handshake concurrently under its deadline, hands fresh sessions to
+//! - [`Listener`] accepts transports from any [`Accept`] source and gives
+//!   them to the core's [`Endpoint`](ft_session_core::Endpoint), which reads
+//!   each first message under its deadline (at most
+//!   `Config::max_pending_handshakes` at once), starts fresh sessions for
 //!   [`Listener::accept`] and routes resumes to parked sessions by itself.
 //! - [`ConnectFn`] and [`AcceptStream`] turn functions and streams of
 //!   futures-io transports (smol's, async-std's) into those two sources.
@@ -26,6 +28,9 @@
 //! session's transport (one task per socket was measured 25-30% faster than a
 //! reader and a writer task). The application's calls only touch the
 //! [`Session`](ft_session_core::Session) under a mutex and wake the driver.
+//! A server session is taken out of the listener's endpoint and reports its
+//! events back by handle, so the endpoint's lock never covers a session's
+//! data path.
 //!
 //! ## Example
 //!
@@ -107,6 +112,7 @@
 #![deny(missing_docs)]
 
 mod adapt;
+mod client;
 mod driver;
 mod entropy;
 mod listener;
@@ -124,11 +130,12 @@ use std::time::Instant;
 use ft_session_core::TransportInfo;
 
 pub use adapt::{AcceptStream, ConnectFn};
+pub use client::connect;
 pub use entropy::OsEntropy;
 pub use ft_session_core::{ServerAddr, ToServerAddr};
 pub use listener::{Listener, ListenerStats};
 pub use socket::{SocketOptions, DEFAULT_IMPLICIT_SOCKET_BUFFER};
-pub use stream::{connect, default_close_timeout, FtStream, StreamStats};
+pub use stream::{default_close_timeout, FtStream, StreamStats};
 
 /// What an async runtime must provide: a clock, a resettable timer and a way
 /// to spawn the driver tasks.

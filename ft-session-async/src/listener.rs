@@ -1,6 +1,13 @@
-//! The server: accepts transports, runs each handshake concurrently under its
-//! deadline, hands fresh sessions to the application and routes resumes to
-//! parked sessions without the application's involvement.
+//! The server: accepts transports and gives them to the core's sans-IO
+//! [`Endpoint`], which reads each client's first message under its deadline,
+//! bounds the pending handshakes, starts sessions and routes resumes.
+//!
+//! The endpoint sits behind one lock, taken only to feed it handshake bytes,
+//! timeouts and session events and to sort its outputs; never across I/O,
+//! and never while taking a session's lock. Each new session is taken out of
+//! the endpoint and driven by its own task (`crate::driver`), which reports
+//! the session's events back by handle; the endpoint routes resumes and
+//! evictions to it as [`Delivery`]s. So sessions never wait on each other.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
@@ -9,90 +16,113 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use ft_session_core::{
-    Admission, Config, ConnectionSet, HandshakeReader, HandshakeStep, Session, SessionError,
-    SessionId, SessionState, SetCounts, SetEvent, TransportId,
+    Config, Delivery, Endpoint, EndpointInput, EndpointOutput, EndpointStats, Entropy, Event,
+    Session, SessionHandle, SetCounts, TransportId,
 };
 
-use crate::driver::{Driver, ServerLink};
+use crate::driver::{Driver, Routing, ServerLink};
 use crate::entropy::OsEntropy;
-use crate::stream::{lock, Delivery, FtStream, Handle};
+use crate::stream::{lock, FtStream, Handle, Routed};
 use crate::{Accept, Accepted, BoxTransport, Runtime, Timer};
 
 /// The handshake reader never needs more than one client hello per read.
 const HANDSHAKE_READ: usize = 4096;
+/// Pause after a failed accept (typically out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-struct Registry {
-    set: ConnectionSet,
-    routes: HashMap<SessionId, Arc<Handle>>,
-    entropy: OsEntropy,
+/// What the endpoint decided for a transport waiting for its first message.
+enum Fate {
+    /// Close it, after writing the reply (a REJECT) if there is one.
+    Close,
+    /// It carries this new session.
+    Fresh(SessionHandle, Arc<Handle>),
+    /// It resumes this session.
+    Resume(Arc<Handle>, Delivery),
+}
+
+/// A transport waiting for its first message, as its handshake task sees it.
+#[derive(Default)]
+struct Pending {
+    waker: Option<Waker>,
+    reply: Vec<u8>,
+    fate: Option<Fate>,
+}
+
+/// The endpoint and what the listener's tasks need to act on its outputs.
+struct Server {
+    ep: Endpoint,
+    pending: HashMap<TransportId, Pending>,
+    /// Sessions taken out of the endpoint, until they finish.
+    sessions: HashMap<SessionHandle, Arc<Handle>>,
     next_transport: TransportId,
-    /// The expiry task waits here for a new deadline.
-    timer_waker: Option<Waker>,
+    /// The timer task, and the deadline it sleeps until.
+    timer: Option<Waker>,
+    armed: Option<Instant>,
     closed: bool,
 }
 
-impl Registry {
-    /// Acts on the set's evictions (expiries end by the session's own timer).
-    fn dispatch_events(&mut self) {
-        while let Some(e) = self.set.poll_event() {
-            match e {
-                SetEvent::Evicted(id) => {
-                    tracing::warn!(session_id = %id, "parked session evicted by limits");
-                    if let Some(h) = self.routes.get(&id) {
-                        let mut c = lock(&h.control);
-                        c.evicted = true;
-                        if let Some(w) = c.driver.as_ref() {
-                            w.wake_by_ref();
-                        }
-                    }
-                }
-                SetEvent::Expired(id) => {
-                    tracing::info!(session_id = %id, "parked session expired in the registry");
-                }
+impl Server {
+    fn decide(&mut self, transport: TransportId, fate: Fate) {
+        if let Some(p) = self.pending.get_mut(&transport) {
+            p.fate.get_or_insert(fate);
+            if let Some(w) = p.waker.take() {
+                w.wake();
             }
         }
     }
 
-    fn wake_timer(&mut self) {
-        if let Some(w) = self.timer_waker.take() {
-            w.wake();
+    /// Sorts the endpoint's outputs to the tasks that act on them.
+    fn dispatch(&mut self) {
+        while let Some(out) = self.ep.poll_output() {
+            match out {
+                // Every session is taken, so only handshake replies come here.
+                EndpointOutput::Transmit(t) => {
+                    if let Some(p) = self.pending.get_mut(&t.transport) {
+                        t.write_to(&mut p.reply);
+                    }
+                }
+                EndpointOutput::DropTransport { transport } => self.decide(transport, Fate::Close),
+                EndpointOutput::Accepted { session, transport } => {
+                    let Some(s) = self.ep.take_session(session) else {
+                        continue;
+                    };
+                    let handle = Handle::new(s);
+                    self.sessions.insert(session, handle.clone());
+                    self.decide(transport, Fate::Fresh(session, handle));
+                }
+                EndpointOutput::Deliver { session, delivery } => {
+                    let handle = self.sessions.get(&session).cloned();
+                    match (delivery.transport(), handle) {
+                        (Some(t), Some(h)) => self.decide(t, Fate::Resume(h, delivery)),
+                        (Some(t), None) => self.decide(t, Fate::Close),
+                        (None, Some(h)) => {
+                            let mut c = lock(&h.control);
+                            c.routed.push_back(Routed {
+                                transport: None,
+                                delivery,
+                                peer: None,
+                                socket: None,
+                            });
+                            if let Some(w) = c.driver.as_ref() {
+                                w.wake_by_ref();
+                            }
+                        }
+                        (None, None) => {}
+                    }
+                }
+                EndpointOutput::Event { .. } => {}
+                other => tracing::warn!(?other, "unexpected endpoint output"),
+            }
         }
-    }
-}
-
-/// A shared handle on the registry, for the session drivers.
-#[derive(Clone)]
-pub(crate) struct RegistryRef(Arc<Mutex<Registry>>);
-
-impl RegistryRef {
-    /// The session lost its transport. Called under the session's lock, so a
-    /// resume cannot slip between the check and the call.
-    pub fn parked(&self, handle: &Handle, session: &Session, _id: SessionId, now: Instant) {
-        if session.state() != SessionState::Parked {
-            // Already resumed: the admission re-attached it in the set.
-            return;
+        let next = self.ep.poll_timeout();
+        if next.is_some_and(|n| self.armed.map_or(true, |a| n < a)) {
+            if let Some(w) = self.timer.take() {
+                w.wake();
+            }
         }
-        let mut reg = lock(&self.0);
-        if lock(&handle.control).delivery.is_some() {
-            // A resume was admitted (re-attaching it) and waits for the driver.
-            return;
-        }
-        reg.set.parked(now, session);
-        reg.dispatch_events();
-        reg.wake_timer();
-    }
-
-    /// The session ended: the set remembers a clean close, forgets a failure.
-    pub fn finished(&self, id: SessionId, outcome: &Result<(), SessionError>, now: Instant) {
-        let mut reg = lock(&self.0);
-        reg.set.finished(now, id, outcome);
-        reg.routes.remove(&id);
-        reg.dispatch_events();
-        reg.wake_timer();
     }
 }
 
@@ -106,12 +136,27 @@ struct AcceptQueue {
 }
 
 struct ListenerShared {
-    registry: RegistryRef,
+    server: Mutex<Server>,
     queue: Mutex<AcceptQueue>,
     config: Config,
 }
 
-/// Counts of the listener's registry, for metrics and tests.
+impl Routing for ListenerShared {
+    fn report(&self, handle: SessionHandle, session: &Session, event: &Event, now: Instant) {
+        // Only these change the endpoint: data events take no lock.
+        if !matches!(event, Event::Parked | Event::Finished(_)) {
+            return;
+        }
+        let mut s = lock(&self.server);
+        s.ep.handle_session_event(now, handle, session, event);
+        if let Event::Finished(_) = event {
+            s.sessions.remove(&handle);
+        }
+        s.dispatch();
+    }
+}
+
+/// Counts of the listener's endpoint, for metrics and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ListenerStats {
@@ -119,11 +164,13 @@ pub struct ListenerStats {
     pub set: SetCounts,
     /// Sessions whose driver is still running (their memory is held).
     pub sessions: usize,
+    /// Everything the endpoint counts (pending, refused and expired handshakes...).
+    pub endpoint: EndpointStats,
 }
 
 /// A server of fault-tolerant sessions over transports from an [`Accept`]
-/// source. Dropping it stops accepting; running sessions go on, but can no
-/// longer be resumed.
+/// source. Dropping it stops accepting and closes transports still in their
+/// handshake; running sessions go on, but can no longer be resumed.
 pub struct Listener<R: Runtime> {
     shared: Arc<ListenerShared>,
     _rt: R,
@@ -139,29 +186,42 @@ impl<R: Runtime> std::fmt::Debug for Listener<R> {
 
 impl<R: Runtime> Listener<R> {
     /// Starts accepting from `source` on `rt`; `config` sets the limits and
-    /// the sessions' settings.
+    /// the sessions' settings. An invalid `config` leaves the listener closed:
+    /// [`accept`](Self::accept) returns why.
     pub fn new<A: Accept>(rt: R, config: Config, source: A) -> Self {
-        let registry = RegistryRef(Arc::new(Mutex::new(Registry {
-            set: ConnectionSet::new(config.clone()),
-            routes: HashMap::new(),
-            entropy: OsEntropy,
-            next_transport: 0,
-            timer_waker: None,
-            closed: false,
-        })));
+        let mut seed = [0u8; 32];
+        OsEntropy.fill(&mut seed);
+        let (ep, error) = match Endpoint::new(config.clone(), rt.now(), seed) {
+            Ok(ep) => (ep, None),
+            // A closed listener never feeds its endpoint: a default one stands in.
+            Err(e) => match Endpoint::new(Config::default(), rt.now(), seed) {
+                Ok(ep) => (ep, Some(e)),
+                Err(_) => unreachable!("the default configuration validates"),
+            },
+        };
         let shared = Arc::new(ListenerShared {
-            registry,
+            server: Mutex::new(Server {
+                ep,
+                pending: HashMap::new(),
+                sessions: HashMap::new(),
+                next_transport: 0,
+                timer: None,
+                armed: None,
+                closed: error.is_some(),
+            }),
             queue: Mutex::new(AcceptQueue {
                 ready: VecDeque::new(),
                 waiters: Vec::new(),
                 loop_waker: None,
-                closed: false,
-                error: None,
+                closed: error.is_some(),
+                error: error.map(io::Error::from),
             }),
             config,
         });
-        rt.spawn(accept_loop(rt.clone(), shared.clone(), source));
-        rt.spawn(expiry_loop(rt.clone(), shared.registry.clone()));
+        if !lock(&shared.queue).closed {
+            rt.spawn(accept_loop(rt.clone(), shared.clone(), source));
+            rt.spawn(timer_loop(rt.clone(), shared.clone()));
+        }
         Listener { shared, _rt: rt }
     }
 
@@ -194,12 +254,13 @@ impl<R: Runtime> Listener<R> {
         Poll::Pending
     }
 
-    /// Counts of the registry and of running sessions.
+    /// Counts of the endpoint and of running sessions.
     pub fn stats(&self) -> ListenerStats {
-        let reg = lock(&self.shared.registry.0);
+        let endpoint = lock(&self.shared.server).ep.stats();
         ListenerStats {
-            set: reg.set.counts(),
-            sessions: reg.routes.len(),
+            set: endpoint.set,
+            sessions: endpoint.sessions,
+            endpoint,
         }
     }
 
@@ -219,9 +280,15 @@ impl<R: Runtime> Drop for Listener<R> {
         if let Some(w) = w {
             w.wake();
         }
-        let mut reg = lock(&self.shared.registry.0);
-        reg.closed = true;
-        reg.wake_timer();
+        let mut s = lock(&self.shared.server);
+        s.closed = true;
+        let pending: Vec<TransportId> = s.pending.keys().copied().collect();
+        for t in pending {
+            s.decide(t, Fate::Close);
+        }
+        if let Some(w) = s.timer.take() {
+            w.wake();
+        }
     }
 }
 
@@ -244,13 +311,10 @@ async fn accept_loop<R: Runtime, A: Accept>(rt: R, shared: Arc<ListenerShared>, 
             backoff = None;
         }
         match source.poll_accept(cx) {
-            Poll::Ready(Some(Ok(a))) => {
-                rt.spawn(handshake(rt.clone(), shared.clone(), a));
-            }
+            Poll::Ready(Some(Ok(a))) => rt.spawn(handshake(rt.clone(), shared.clone(), a)),
             Poll::Ready(Some(Err(e))) => {
-                // Typically out of file descriptors: pause instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
-                backoff = Some(rt.timer(rt.now() + std::time::Duration::from_millis(50)));
+                backoff = Some(rt.timer(rt.now() + ACCEPT_BACKOFF));
             }
             Poll::Ready(None) => {
                 let mut q = lock(&shared.queue);
@@ -266,151 +330,98 @@ async fn accept_loop<R: Runtime, A: Accept>(rt: R, shared: Arc<ListenerShared>, 
     .await
 }
 
-/// Reads a client's first message under the handshake deadline and admits it.
+/// Opens a transport in the endpoint and feeds it its first bytes until the
+/// endpoint decides, then acts on the decision: a new session gets a driver
+/// and goes to the accept queue, a resume goes with its transport to its
+/// session's driver.
 async fn handshake<R: Runtime>(rt: R, shared: Arc<ListenerShared>, accepted: Accepted) {
     let Accepted {
-        mut transport,
+        transport: mut io,
         info,
         peer,
         socket,
     } = accepted;
-    // The driver that will write to this transport may hold one frame.
-    let info = info.with_writer_hold(&shared.config);
-    let mut reader = HandshakeReader::new(rt.now(), &shared.config);
-    let mut timer = rt.timer(reader.deadline());
-    let mut buf = vec![0u8; HANDSHAKE_READ];
-    let (hello, leftover) = loop {
-        let read = poll_fn(|cx| {
-            if timer.poll_expired(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            Pin::new(&mut *transport).poll_read(cx, &mut buf).map(Some)
-        })
-        .await;
-        let n = match read {
-            None => {
-                tracing::debug!(?peer, "handshake timed out");
-                return;
-            }
-            Some(Ok(0)) | Some(Err(_)) => {
-                tracing::debug!(?peer, "transport closed during handshake");
-                return;
-            }
-            Some(Ok(n)) => n,
-        };
-        match reader.feed(&buf[..n]) {
-            HandshakeStep::NeedMore => continue,
-            HandshakeStep::Hello { hello, consumed } => {
-                let rest = buf.get(consumed..n).unwrap_or(&[]);
-                break (hello, Bytes::copy_from_slice(rest));
-            }
-            HandshakeStep::Reject { reply, error } => {
-                tracing::debug!(?peer, %error, "handshake rejected");
-                if let Some(reply) = reply {
-                    write_and_close(&mut transport, &reply).await;
-                }
-                return;
-            }
-        }
+    // Over the pending-handshake limit, the endpoint refuses it at once.
+    let t = {
+        let mut s = lock(&shared.server);
+        s.next_transport += 1;
+        let t = s.next_transport;
+        s.pending.insert(t, Pending::default());
+        // The driver that will write to this transport may hold one frame.
+        let info = info.with_writer_hold(&shared.config);
+        let opened = EndpointInput::TransportOpened { transport: t, info };
+        s.ep.handle_input(rt.now(), opened);
+        s.dispatch();
+        t
     };
-
-    let now = rt.now();
-    let mut transport = Some(transport);
-    // The registry guard must not live across an await (it is not Send).
-    let refused = admit(
-        &rt,
-        &shared,
-        now,
-        hello,
-        info,
-        (peer, socket),
-        &mut transport,
-        leftover,
-    );
-    if let (Some(reply), Some(mut t)) = (refused, transport) {
-        write_and_close(&mut t, &reply).await;
-    }
-}
-
-/// Admits a hello: starts a fresh session, routes a resume, or returns the
-/// reply of a refusal (the transport is then left in `transport`).
-#[allow(clippy::too_many_arguments)]
-fn admit<R: Runtime>(
-    rt: &R,
-    shared: &Arc<ListenerShared>,
-    now: Instant,
-    hello: ft_session_core::ClientHello,
-    info: ft_session_core::TransportInfo,
-    (peer, socket): (Option<SocketAddr>, Option<crate::SocketRef>),
-    transport: &mut Option<BoxTransport>,
-    leftover: Bytes,
-) -> Option<Bytes> {
-    let mut reg = lock(&shared.registry.0);
-    reg.next_transport += 1;
-    let tid = reg.next_transport;
-    let Registry { set, entropy, .. } = &mut *reg;
-    match set.admit(now, tid, info, hello, entropy) {
-        Admission::Fresh(session) => {
-            let (Some(id), Some(t)) = (session.session_id(), transport.take()) else {
-                return None;
+    let mut buf = vec![0u8; HANDSHAKE_READ];
+    let decided = poll_fn(|cx| loop {
+        {
+            let mut s = lock(&shared.server);
+            let Some(p) = s.pending.get_mut(&t) else {
+                return Poll::Ready(None);
             };
-            let handle = Handle::new(*session);
-            // Unreachable by anyone else yet, so taking its lock under the
-            // registry's cannot deadlock.
+            if let Some(fate) = p.fate.take() {
+                let reply = std::mem::take(&mut p.reply);
+                s.pending.remove(&t);
+                return Poll::Ready(Some((fate, reply)));
+            }
+            p.waker = Some(cx.waker().clone());
+        }
+        let input = match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(n)) if n > 0 => EndpointInput::Received {
+                transport: t,
+                data: &buf[..n],
+            },
+            Poll::Ready(_) => EndpointInput::TransportLost { transport: t },
+        };
+        let lost = matches!(input, EndpointInput::TransportLost { .. });
+        let mut s = lock(&shared.server);
+        s.ep.handle_input(rt.now(), input);
+        s.dispatch();
+        if lost {
+            tracing::debug!(?peer, "transport closed during handshake");
+            s.pending.remove(&t);
+            return Poll::Ready(None);
+        }
+    })
+    .await;
+    let Some((fate, reply)) = decided else {
+        return;
+    };
+    match fate {
+        Fate::Close => {
+            tracing::debug!(?peer, replied = !reply.is_empty(), "handshake refused");
+            write_and_close(&mut io, &reply).await;
+        }
+        Fate::Fresh(session, handle) => {
+            // Not yet reachable by the application or a driver.
             lock(&handle.shared).set_socket(socket, peer);
-            reg.routes.insert(id, handle.clone());
-            reg.dispatch_events();
-            drop(reg);
-            tracing::info!(session_id = %id, ?peer, "session accepted");
+            tracing::info!(session_id = ?lock(&handle.shared).session.session_id(), ?peer, "session accepted");
             let link = ServerLink {
-                registry: shared.registry.clone(),
-                id,
+                routing: shared.clone(),
+                handle: session,
             };
-            rt.spawn(Driver::server(
-                rt.clone(),
-                handle.clone(),
-                (tid, t),
-                leftover,
-                link,
-            ));
+            rt.spawn(Driver::server(rt.clone(), handle.clone(), (t, io), link));
             let mut q = lock(&shared.queue);
             q.ready.push_back((FtStream::new(handle), peer));
             for w in q.waiters.drain(..) {
                 w.wake();
             }
-            None
         }
-        Admission::Resume { session_id, resume } => {
-            // Delivered under the registry lock, so a driver deciding whether
-            // its session is parked sees either the delivery or the admission.
-            match (reg.routes.get(&session_id), transport.take()) {
-                (Some(h), Some(t)) => {
-                    tracing::debug!(%session_id, attempt = resume.attempt(), ?peer, "routing resume");
-                    let mut c = lock(&h.control);
-                    c.delivery = Some(Delivery {
-                        transport: t,
-                        id: tid,
-                        resume,
-                        info,
-                        leftover,
-                        peer,
-                        socket,
-                    });
-                    if let Some(w) = c.driver.as_ref() {
-                        w.wake_by_ref();
-                    }
-                }
-                _ => {
-                    tracing::debug!(%session_id, "resume for a session without a driver");
-                }
+        Fate::Resume(handle, delivery) => {
+            tracing::debug!(?peer, "routing resume");
+            let mut c = lock(&handle.control);
+            c.routed.push_back(Routed {
+                transport: Some((t, io)),
+                delivery,
+                peer,
+                socket,
+            });
+            if let Some(w) = c.driver.as_ref() {
+                w.wake_by_ref();
             }
-            reg.dispatch_events();
-            None
-        }
-        Admission::Reject { reply, code } => {
-            reg.dispatch_events();
-            tracing::info!(?code, ?peer, "handshake refused");
-            Some(reply)
         }
     }
 }
@@ -427,20 +438,24 @@ async fn write_and_close(t: &mut BoxTransport, mut data: &[u8]) {
     let _ = poll_fn(|cx| Pin::new(&mut **t).poll_close(cx)).await;
 }
 
-/// Runs the connection set's timers (expiries of parked sessions and of
-/// closed-session tombstones) until the listener is dropped.
-async fn expiry_loop<R: Runtime>(rt: R, registry: RegistryRef) {
+/// Runs the endpoint's timers (handshake deadlines, expiries of parked
+/// sessions and of tombstones) until the listener is dropped.
+async fn timer_loop<R: Runtime>(rt: R, shared: Arc<ListenerShared>) {
     let mut timer: Option<R::Timer> = None;
     poll_fn(|cx| loop {
         let deadline = {
-            let mut reg = lock(&registry.0);
-            if reg.closed {
+            let mut s = lock(&shared.server);
+            if s.closed {
                 return Poll::Ready(());
             }
-            reg.set.handle_timeout(rt.now());
-            reg.dispatch_events();
-            reg.timer_waker = Some(cx.waker().clone());
-            reg.set.poll_timeout()
+            let now = rt.now();
+            if s.ep.poll_timeout().is_some_and(|d| d <= now) {
+                s.ep.handle_input(now, EndpointInput::Timeout);
+                s.dispatch();
+            }
+            s.timer = Some(cx.waker().clone());
+            s.armed = s.ep.poll_timeout();
+            s.armed
         };
         let Some(deadline) = deadline else {
             return Poll::Pending;

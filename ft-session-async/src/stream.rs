@@ -1,6 +1,7 @@
 //! The application's end of a session and the state it shares with the
 //! session's driver task.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
@@ -9,15 +10,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use ft_session_core::{
-    Config, ReadError, Session, SessionError, SessionId, SessionState, Stats, TransportId,
-    TransportInfo, VerifiedResume, WriteError,
+    Config, Delivery, ReadError, Session, SessionError, SessionId, SessionState, Stats,
+    TransportId, WriteError,
 };
 
-use crate::driver::Driver;
-use crate::entropy::OsEntropy;
-use crate::{BoxTransport, Connect, Runtime, SocketRef};
+use crate::{BoxTransport, SocketRef};
 
 /// Locks a mutex, ignoring poisoning: every critical section leaves the
 /// session consistent before it could panic, and a panic in one task must
@@ -26,14 +24,11 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A resume the listener authenticated, waiting for the session's driver.
-pub(crate) struct Delivery {
-    pub transport: BoxTransport,
-    pub id: TransportId,
-    pub resume: VerifiedResume,
-    pub info: TransportInfo,
-    /// Bytes that followed the client's hello in the same read.
-    pub leftover: Bytes,
+/// What the listener's endpoint routed to a session, waiting for its
+/// driver: a resume with its new transport, or an eviction.
+pub(crate) struct Routed {
+    pub transport: Option<(TransportId, BoxTransport)>,
+    pub delivery: Delivery,
     /// The new transport's peer address and socket, if known.
     pub peer: Option<SocketAddr>,
     pub socket: Option<SocketRef>,
@@ -90,15 +85,15 @@ impl Shared {
 }
 
 /// Leaf lock: never held while taking another lock, so the listener may take
-/// it while holding the registry, and the app while holding `Shared`.
+/// it while holding its endpoint, and the app while holding `Shared`.
 #[derive(Default)]
 pub(crate) struct Control {
     pub driver: Option<Waker>,
-    pub delivery: Option<Delivery>,
-    pub evicted: bool,
+    pub routed: VecDeque<Routed>,
 }
 
-/// One session's shared parts. Lock order: `shared` → registry → `control`.
+/// One session's shared parts. Lock order: `shared` → the listener's
+/// endpoint → `control`.
 pub(crate) struct Handle {
     pub shared: Mutex<Shared>,
     pub control: Mutex<Control>,
@@ -551,23 +546,3 @@ macro_rules! futures_io_impls {
 }
 
 futures_io_impls!(FtStream, &FtStream);
-
-/// Starts a client session over transports from `connector` and completes
-/// once the first handshake is done. The session's driver runs on `rt`.
-/// An invalid `config` fails at once with `InvalidInput`
-/// ([`SessionError::Config`]).
-pub async fn connect<R: Runtime, C: Connect>(
-    rt: R,
-    config: Config,
-    connector: C,
-) -> io::Result<FtStream> {
-    config.validate()?;
-    let seed = OsEntropy.next_u64();
-    let session = Session::client(config, rt.now(), seed);
-    let handle = Handle::new(session);
-    let driver = Driver::client(rt.clone(), handle.clone(), Arc::new(connector));
-    rt.spawn(driver);
-    let stream = FtStream::new(handle);
-    poll_fn(|cx| stream.poll_established(cx)).await?;
-    Ok(stream)
-}

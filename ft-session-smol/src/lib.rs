@@ -719,8 +719,8 @@ impl FtListener {
         })
     }
 
-    /// The registry's counts (attached, parked, expired...) and the sessions
-    /// whose driver still runs.
+    /// The endpoint's counts (attached, parked, expired, pending and refused
+    /// handshakes...) and the sessions whose driver still runs.
     pub fn stats(&self) -> ListenerStats {
         self.inner.stats()
     }

@@ -795,7 +795,8 @@ impl FtListener {
         })
     }
 
-    /// The registry's counts (`ConnectionSet::counts()`) and running sessions.
+    /// The endpoint's counts (the connection set's, pending and refused
+    /// handshakes...) and running sessions.
     pub fn stats(&self) -> ListenerStats {
         self.inner.stats()
     }
