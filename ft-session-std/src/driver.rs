@@ -4,8 +4,8 @@
 //! core's.
 //!
 //! Locking: the session lives in `Shared::inner`. Lock order is session,
-//! then the server's connection set, then its registry; nobody holds a lock
-//! while doing transport I/O.
+//! then the listener's endpoint; nobody holds a lock while doing transport
+//! I/O.
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Read, Write};
@@ -17,12 +17,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ft_session_core::{
-    Event, Input, Output, ReleasePolicy, Session, SessionError, SessionId, SessionState, Transmit,
-    TransportId,
+    Event, Input, Output, ReleasePolicy, Role, Session, SessionError, SessionHandle, SessionId,
+    SessionState, Transmit, TransportId,
 };
 use tracing::{debug, info, warn};
 
-use crate::listener::ServerCtx;
 use crate::transport::{ShutdownFn, SocketRef, TransportHalves};
 
 /// How long a finished session lets its writers flush final frames (CLOSE,
@@ -33,6 +32,20 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// Opens a new transport for a client (the user's connector, type-erased).
 pub(crate) type Connector = Box<dyn FnMut() -> io::Result<TransportHalves> + Send>;
+
+/// Where a server session reports its events: the listener's endpoint,
+/// which took the session out to these threads and still routes its
+/// resumes (see `ft_session_core::endpoint`).
+pub(crate) trait Routing: Send + Sync {
+    /// Called with the session locked, for every event it emits.
+    fn report(&self, handle: SessionHandle, session: &Session, event: &Event, now: Instant);
+}
+
+/// A server session's link to its listener.
+pub(crate) struct ServerLink {
+    pub(crate) routing: Arc<dyn Routing>,
+    pub(crate) handle: SessionHandle,
+}
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking app thread must not take the session down with it: the
@@ -59,7 +72,7 @@ pub(crate) struct Inner {
     /// final frames, then they are shut down.
     closing: Vec<ShutdownFn>,
     connector: Option<Arc<Mutex<Connector>>>,
-    pub(crate) server: Option<Arc<ServerCtx>>,
+    pub(crate) server: Option<ServerLink>,
     /// Set by `Drop` of the stream: abort if the graceful close has not
     /// finished by then.
     pub(crate) linger_deadline: Option<Instant>,
@@ -126,12 +139,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(
-        session: Session,
-        connector: Option<Connector>,
-        server: Option<Arc<ServerCtx>>,
-    ) -> Arc<Shared> {
-        let side = if server.is_some() { "server" } else { "client" };
+    pub(crate) fn new(session: Session, connector: Option<Connector>) -> Arc<Shared> {
+        let side = match session.role() {
+            Role::Server => "server",
+            Role::Client => "client",
+        };
         Arc::new(Shared {
             inner: Mutex::new(Inner {
                 session,
@@ -139,7 +151,7 @@ impl Shared {
                 nodelay: true,
                 closing: Vec::new(),
                 connector: connector.map(|c| Arc::new(Mutex::new(c))),
-                server,
+                server: None,
                 linger_deadline: None,
                 read_timeout: None,
                 write_timeout: None,
@@ -577,6 +589,9 @@ impl std::fmt::Display for Sid {
 }
 
 fn on_event(g: &mut Inner, now: Instant, e: Event) {
+    if let Some(link) = &g.server {
+        link.routing.report(link.handle, &g.session, &e, now);
+    }
     let side = g.side;
     let id = g.session.session_id();
     // Formatted only if a log line is emitted: most events (readable,
@@ -591,9 +606,6 @@ fn on_event(g: &mut Inner, now: Instant, e: Event) {
         }
         Event::Parked => {
             info!(side, session = %sid, retained = g.session.retained(), "session parked");
-            if let Some(ctx) = &g.server {
-                ctx.parked(now, &g.session);
-            }
         }
         Event::Resumed {
             attempt,
@@ -612,16 +624,11 @@ fn on_event(g: &mut Inner, now: Instant, e: Event) {
         Event::Retransmit { from, to } => {
             debug!(side, session = %sid, from, to, "retransmitting");
         }
-        Event::Finished(outcome) => {
-            match &outcome {
-                Ok(()) => info!(side, session = %sid, "session closed"),
-                Err(SessionError::Expired) => warn!(side, session = %sid, "session expired"),
-                Err(e) => warn!(side, session = %sid, error = %e, "session failed"),
-            }
-            if let (Some(ctx), Some(id)) = (&g.server, id) {
-                ctx.finished(now, id, &outcome);
-            }
-        }
+        Event::Finished(outcome) => match &outcome {
+            Ok(()) => info!(side, session = %sid, "session closed"),
+            Err(SessionError::Expired) => warn!(side, session = %sid, "session expired"),
+            Err(e) => warn!(side, session = %sid, error = %e, "session failed"),
+        },
         _ => {}
     }
 }

@@ -12,9 +12,11 @@
 //! time. Per session a **driver** thread runs the core's timers (heartbeats,
 //! dead links, backoff, expiry) even while the application is blocked or not
 //! reading, and each transport has a **reader** and a **writer** thread.
-//! The listener's threads route resumes to parked sessions whether or not the
-//! application calls `accept`, and each handshake runs in its own thread,
-//! bounded by the handshake timeout.
+//! The listener's threads give each new transport to the core's
+//! [`Endpoint`](ft_session_core::Endpoint), which routes resumes to parked
+//! sessions whether or not the application calls `accept`; each handshake
+//! runs in its own thread, bounded by the handshake timeout, at most
+//! `Config::max_pending_handshakes` at once.
 //!
 //! Reads and writes never report a transient transport failure; they fail
 //! only when the session is lost, with an [`std::io::Error`] wrapping the

@@ -1,152 +1,237 @@
-//! The server side: an acceptor thread, a handshake thread per new
-//! transport, and a janitor for the connection set's timers. Resumes are
-//! routed whether or not the application is calling `accept`.
+//! The server side: the core's sans-IO [`Endpoint`] reads each client's
+//! first message under its deadline, bounds the pending handshakes, starts
+//! sessions and routes resumes; threads here only move bytes and time. An
+//! acceptor thread opens transports, a handshake thread per pending
+//! transport feeds its first bytes, and a timer thread runs the endpoint's
+//! deadlines. Resumes are routed whether or not the application is calling
+//! `accept`.
+//!
+//! The endpoint sits behind one lock, taken only to feed it and to sort its
+//! outputs: never across I/O, and never while taking a session's lock. Each
+//! new session is taken out of the endpoint and runs on its own threads
+//! (`crate::driver`), reporting its events back by handle; what needs a
+//! session's lock or a syscall (an eviction, unblocking a handshake thread
+//! whose deadline passed) is done after the endpoint's lock is released.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ft_session_core::{
-    Admission, ClientHello, Config, ConnectionSet, HandshakeReader, HandshakeStep, Input,
-    SessionError, SessionId, SetCounts, SetEvent,
+    Config, Delivery, Endpoint, EndpointInput, EndpointOutput, EndpointStats, Entropy, Event,
+    Session, SessionHandle, SetCounts, TransportId,
 };
 use tracing::{debug, info, warn};
 
-use crate::driver::{lock, Shared};
+use crate::driver::{lock, Routing, ServerLink, Shared};
 use crate::entropy::OsEntropy;
 use crate::stream::FtStream;
 use crate::transport::{
     listen_pinned, tcp_halves, ShutdownFn, SocketOptions, Transport, TransportHalves,
 };
 
-/// The janitor wakes at least this often (also bounds how late an eviction
-/// is delivered).
-const JANITOR_TICK: Duration = Duration::from_millis(200);
 /// Sessions handshaken but not yet accepted, before new ones wait.
 const ACCEPT_BACKLOG: usize = 1024;
+/// Read buffer of a handshake thread: one client hello and what follows.
+const HANDSHAKE_READ: usize = 4096;
 
-struct PendingHandshake {
-    deadline: Instant,
-    shutdown: ShutdownFn,
-    done: Arc<AtomicBool>,
+/// What the endpoint decided for a transport waiting for its first message.
+enum Fate {
+    /// Close it, after writing the reply (a REJECT) if there is one.
+    Close,
+    /// It carries this new session.
+    Fresh(SessionHandle, Arc<Shared>),
+    /// It resumes this session.
+    Resume(Arc<Shared>, Delivery),
 }
 
-#[derive(Default)]
-struct Janitor {
-    handshakes: Vec<PendingHandshake>,
+struct Pending {
+    /// Unblocks the handshake thread's read.
+    shutdown: ShutdownFn,
+    reply: Vec<u8>,
+    fate: Option<Fate>,
+}
+
+/// Work that needs a session's lock or a syscall: done without the
+/// endpoint's lock.
+enum Deferred {
+    /// Wake a handshake thread whose transport the endpoint dropped.
+    Shutdown(ShutdownFn),
+    /// Apply an eviction to a session.
+    Deliver(Arc<Shared>, Delivery),
+}
+
+/// The endpoint and what the threads need to act on its outputs.
+struct Server {
+    ep: Endpoint,
+    pending: HashMap<TransportId, Pending>,
+    /// Sessions taken out of the endpoint, until they finish.
+    sessions: HashMap<SessionHandle, Arc<Shared>>,
+    next_transport: TransportId,
+    deferred: Vec<Deferred>,
+    /// When the timer thread wakes up next (`None`: when notified).
+    timer_wake: Option<Instant>,
     stop: bool,
 }
 
+impl Server {
+    /// Sorts the endpoint's outputs; `own` is the caller's transport, whose
+    /// fate it acts on itself. True if the timer thread must wake (deferred
+    /// work, or an earlier deadline).
+    fn dispatch(&mut self, own: Option<TransportId>) -> bool {
+        while let Some(out) = self.ep.poll_output() {
+            match out {
+                // Every session is taken, so only handshake replies come here.
+                EndpointOutput::Transmit(t) => {
+                    if let Some(p) = self.pending.get_mut(&t.transport) {
+                        t.write_to(&mut p.reply);
+                    }
+                }
+                EndpointOutput::DropTransport { transport } => {
+                    self.decide(transport, Fate::Close, own);
+                }
+                EndpointOutput::Accepted { session, transport } => {
+                    let Some(s) = self.ep.take_session(session) else {
+                        continue;
+                    };
+                    let shared = Shared::new(s, None);
+                    self.sessions.insert(session, shared.clone());
+                    self.decide(transport, Fate::Fresh(session, shared), own);
+                }
+                EndpointOutput::Deliver { session, delivery } => {
+                    let shared = self.sessions.get(&session).cloned();
+                    match (delivery.transport(), shared) {
+                        (Some(t), Some(s)) => self.decide(t, Fate::Resume(s, delivery), own),
+                        (Some(t), None) => self.decide(t, Fate::Close, own),
+                        (None, Some(s)) => self.deferred.push(Deferred::Deliver(s, delivery)),
+                        (None, None) => {}
+                    }
+                }
+                EndpointOutput::Event { .. } => {}
+                other => warn!(?other, "unexpected endpoint output"),
+            }
+        }
+        let sooner = match (self.ep.poll_timeout(), self.timer_wake) {
+            (Some(t), Some(w)) => t < w,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        sooner || !self.deferred.is_empty()
+    }
+
+    fn decide(&mut self, transport: TransportId, fate: Fate, own: Option<TransportId>) {
+        if let Some(p) = self.pending.get_mut(&transport) {
+            if p.fate.is_none() && own != Some(transport) {
+                self.deferred.push(Deferred::Shutdown(p.shutdown.clone()));
+            }
+            p.fate.get_or_insert(fate);
+        }
+    }
+}
+
 /// What every session of one listener shares.
-pub(crate) struct ServerCtx {
+struct ServerCtx {
     config: Config,
-    set: Mutex<ConnectionSet>,
-    registry: Mutex<HashMap<SessionId, Weak<Shared>>>,
-    next_transport: AtomicU64,
-    janitor: Mutex<Janitor>,
-    janitor_cond: Condvar,
+    server: Mutex<Server>,
+    /// The timer thread waits here.
+    timer: Condvar,
 }
 
 impl ServerCtx {
-    /// A session lost its transport (called with that session locked).
-    pub(crate) fn parked(&self, now: Instant, session: &ft_session_core::Session) {
-        lock(&self.set).parked(now, session);
-        // Parking may have evicted others: let the janitor deliver that.
-        self.janitor_cond.notify_all();
+    fn server(&self) -> MutexGuard<'_, Server> {
+        lock(&self.server)
     }
 
-    /// A session ended (called with that session locked).
-    pub(crate) fn finished(&self, now: Instant, id: SessionId, outcome: &Result<(), SessionError>) {
-        lock(&self.set).finished(now, id, outcome);
-        lock(&self.registry).remove(&id);
-    }
-
-    fn session(&self, id: &SessionId) -> Option<Arc<Shared>> {
-        lock(&self.registry).get(id).and_then(Weak::upgrade)
-    }
-
-    fn janitor_loop(self: Arc<Self>) {
-        loop {
-            let now = Instant::now();
-            let (events, next) = {
-                let mut set = lock(&self.set);
-                set.handle_timeout(now);
-                let mut events = Vec::new();
-                while let Some(e) = set.poll_event() {
-                    events.push(e);
-                }
-                (events, set.poll_timeout())
-            };
-            for e in events {
-                match e {
-                    SetEvent::Evicted(id) => {
-                        info!(session = %id, "parked session evicted");
-                        if let Some(shared) = self.session(&id) {
-                            let mut g = shared.lock();
-                            g.session.handle_input(Instant::now(), Input::Evicted);
-                            shared.pump(&mut g);
-                        }
-                    }
-                    SetEvent::Expired(id) => {
-                        // Its own timer ends the session with `Expired`.
-                        debug!(session = %id, "parked session forgotten by the set");
-                    }
+    /// Runs deferred work, without the endpoint's lock.
+    fn run_deferred(&self) {
+        let work = std::mem::take(&mut self.server().deferred);
+        for d in work {
+            match d {
+                Deferred::Shutdown(shutdown) => shutdown(Shutdown::Both),
+                Deferred::Deliver(shared, delivery) => {
+                    let mut g = shared.lock();
+                    delivery.apply(Instant::now(), &mut g.session);
+                    shared.pump(&mut g);
                 }
             }
-            let mut j = lock(&self.janitor);
-            if j.stop {
-                for h in j.handshakes.drain(..) {
-                    (h.shutdown)(Shutdown::Both);
+        }
+    }
+
+    /// Runs the endpoint's timers and deferred work until the listener is
+    /// dropped, then closes the transports still in their handshake.
+    fn timer_loop(self: Arc<Self>) {
+        loop {
+            let mut s = self.server();
+            if s.stop {
+                let pending: Vec<ShutdownFn> =
+                    s.pending.values().map(|p| p.shutdown.clone()).collect();
+                drop(s);
+                for shutdown in pending {
+                    shutdown(Shutdown::Both);
                 }
                 return;
             }
             let now = Instant::now();
-            j.handshakes.retain(|h| {
-                if h.done.load(Ordering::Acquire) {
-                    return false;
-                }
-                if now >= h.deadline {
-                    // A stalled or hostile handshake costs at most its deadline.
-                    debug!("handshake deadline passed; dropping the transport");
-                    (h.shutdown)(Shutdown::Both);
-                    return false;
-                }
-                true
-            });
-            let mut wake = now + JANITOR_TICK;
-            for h in &j.handshakes {
-                wake = wake.min(h.deadline);
+            if s.ep.poll_timeout().is_some_and(|t| t <= now) {
+                s.ep.handle_input(now, EndpointInput::Timeout);
+                s.dispatch(None);
             }
-            if let Some(n) = next {
-                wake = wake.min(n);
+            if !s.deferred.is_empty() {
+                drop(s);
+                self.run_deferred();
+                continue;
             }
-            let dur = wake.saturating_duration_since(now);
-            drop(
-                self.janitor_cond
-                    .wait_timeout(j, dur)
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
+            let wake = s.ep.poll_timeout();
+            s.timer_wake = wake;
+            let mut s = match wake {
+                None => self.timer.wait(s).unwrap_or_else(PoisonError::into_inner),
+                Some(t) => {
+                    let dur = t.saturating_duration_since(now);
+                    let woken = self.timer.wait_timeout(s, dur);
+                    woken.unwrap_or_else(PoisonError::into_inner).0
+                }
+            };
+            s.timer_wake = None;
         }
     }
 
-    fn stop(&self) {
-        lock(&self.janitor).stop = true;
-        self.janitor_cond.notify_all();
+    fn notify(&self, wake: bool) {
+        if wake {
+            self.timer.notify_one();
+        }
+    }
+}
+
+impl Routing for ServerCtx {
+    fn report(&self, handle: SessionHandle, session: &Session, event: &Event, now: Instant) {
+        // Only these change the endpoint: data events take no lock.
+        if !matches!(event, Event::Parked | Event::Finished(_)) {
+            return;
+        }
+        let mut s = self.server();
+        s.ep.handle_session_event(now, handle, session, event);
+        if let Event::Finished(_) = event {
+            s.sessions.remove(&handle);
+        }
+        // The reporting session is locked: evictions wait for the timer thread.
+        let wake = s.dispatch(None);
+        drop(s);
+        self.notify(wake);
     }
 }
 
 /// A listener for fault-tolerant sessions: the counterpart of
 /// [`std::net::TcpListener`].
 ///
-/// Background threads accept transports, run each handshake in its own
-/// thread, and route resumes of known sessions to them, whether or not the
-/// application is calling [`FtListener::accept`]. Dropping the listener stops
-/// accepting; streams already accepted keep running.
+/// Background threads accept transports, feed each first message to the
+/// session endpoint, and route resumes of known sessions to them, whether or
+/// not the application is calling [`FtListener::accept`]. Dropping the
+/// listener stops accepting; streams already accepted keep running.
 pub struct FtListener {
     ctx: Arc<ServerCtx>,
     accepted: Mutex<Receiver<(FtStream, Option<SocketAddr>)>>,
@@ -251,26 +336,35 @@ impl FtListener {
         I: Iterator<Item = io::Result<T>> + Send + 'static,
         T: Transport,
     {
+        let mut seed = [0u8; 32];
+        OsEntropy.fill(&mut seed);
+        let ep = Endpoint::new(config.clone(), Instant::now(), seed)?;
         let ctx = Arc::new(ServerCtx {
-            set: Mutex::new(ConnectionSet::new(config.clone())),
             config,
-            registry: Mutex::new(HashMap::new()),
-            next_transport: AtomicU64::new(1),
-            janitor: Mutex::new(Janitor::default()),
-            janitor_cond: Condvar::new(),
+            server: Mutex::new(Server {
+                ep,
+                pending: HashMap::new(),
+                sessions: HashMap::new(),
+                next_transport: 0,
+                deferred: Vec::new(),
+                timer_wake: None,
+                stop: false,
+            }),
+            timer: Condvar::new(),
         });
         let (tx, rx) = mpsc::sync_channel(ACCEPT_BACKLOG);
-        let janitor = ctx.clone();
+        let timer = ctx.clone();
         thread::Builder::new()
-            .name("ft-session-janitor".into())
-            .spawn(move || janitor.janitor_loop())?;
+            .name("ft-session-timer".into())
+            .spawn(move || timer.timer_loop())?;
         let acceptor = ctx.clone();
         let stop_a = stop.clone();
         let spawned = thread::Builder::new()
             .name("ft-session-acceptor".into())
             .spawn(move || accept_loop(acceptor, incoming, tx, stop_a));
         if let Err(e) = spawned {
-            ctx.stop();
+            ctx.server().stop = true;
+            ctx.timer.notify_one();
             return Err(e);
         }
         Ok(FtListener {
@@ -322,14 +416,21 @@ impl FtListener {
 
     /// The connection set's counts (attached, parked, rejected resumes...).
     pub fn counts(&self) -> SetCounts {
-        lock(&self.ctx.set).counts()
+        self.ctx.server().ep.stats().set
+    }
+
+    /// Everything the endpoint counts: the set's counts, sessions, pending,
+    /// refused and expired handshakes.
+    pub fn stats(&self) -> EndpointStats {
+        self.ctx.server().ep.stats()
     }
 }
 
 impl Drop for FtListener {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        self.ctx.stop();
+        self.ctx.server().stop = true;
+        self.ctx.timer.notify_one();
         if let Some(addr) = self.local_addr {
             // Wake the acceptor out of `accept()` so it sees the flag and
             // releases the port.
@@ -360,11 +461,43 @@ fn accept_loop<I, T>(
                 continue;
             }
         };
+        // The endpoint waits for the first message, or refuses the
+        // transport at once over the pending-handshake limit.
+        let (id, wake) = {
+            let mut s = ctx.server();
+            s.next_transport += 1;
+            let id = s.next_transport;
+            s.pending.insert(
+                id,
+                Pending {
+                    shutdown: halves.shutdown.clone(),
+                    reply: Vec::new(),
+                    fate: None,
+                },
+            );
+            // The writer thread may hold one frame the kernel has not taken.
+            let info = halves.info.with_writer_hold(&ctx.config);
+            let opened = EndpointInput::TransportOpened {
+                transport: id,
+                info,
+            };
+            s.ep.handle_input(Instant::now(), opened);
+            let wake = s.dispatch(Some(id));
+            if s.pending.get(&id).is_some_and(|p| p.fate.is_some()) {
+                s.pending.remove(&id);
+                drop(s);
+                debug!("too many pending handshakes; transport refused");
+                (halves.shutdown)(Shutdown::Both);
+                continue;
+            }
+            (id, wake)
+        };
+        ctx.notify(wake);
         let ctx = ctx.clone();
         let tx = tx.clone();
         let spawned = thread::Builder::new()
             .name("ft-session-handshake".into())
-            .spawn(move || handshake(ctx, halves, tx));
+            .spawn(move || handshake(ctx, id, halves, tx));
         if let Err(e) = spawned {
             warn!(error = %e, "cannot spawn a handshake thread");
         }
@@ -372,123 +505,77 @@ fn accept_loop<I, T>(
     debug!("acceptor stopped");
 }
 
-/// Reads the client's first message, then admits: a fresh session goes to
-/// the accept queue, a resume to its session.
+/// Feeds a transport's first bytes to the endpoint until it decides, then
+/// acts on the decision: a new session gets its threads and goes to the
+/// accept queue, a resume goes with its transport to its session.
 fn handshake(
     ctx: Arc<ServerCtx>,
-    mut t: TransportHalves,
-    accepted: SyncSender<(FtStream, Option<SocketAddr>)>,
+    id: TransportId,
+    t: TransportHalves,
+    tx: SyncSender<(FtStream, Option<SocketAddr>)>,
 ) {
-    let start = Instant::now();
-    let mut reader = HandshakeReader::new(start, &ctx.config);
-    let done = Arc::new(AtomicBool::new(false));
-    lock(&ctx.janitor).handshakes.push(PendingHandshake {
-        deadline: reader.deadline(),
-        shutdown: t.shutdown.clone(),
-        done: done.clone(),
-    });
-    ctx.janitor_cond.notify_all();
-
-    let mut buf = vec![0u8; 4096];
-    let (hello, rest) = loop {
-        let n = match t.reader.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::Interrupted
-                        | io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                ) =>
-            {
-                if reader.is_expired(Instant::now()) {
-                    (t.shutdown)(Shutdown::Both);
-                    return;
-                }
-                continue;
-            }
+    let TransportHalves {
+        mut reader,
+        writer,
+        shutdown,
+        info,
+        socket,
+    } = t;
+    let mut buf = vec![0u8; HANDSHAKE_READ];
+    let (fate, reply) = loop {
+        let read = reader.read(&mut buf);
+        let mut s = ctx.server();
+        let input = match &read {
+            Ok(0) => Some(EndpointInput::TransportLost { transport: id }),
+            Ok(n) => Some(EndpointInput::Received {
+                transport: id,
+                data: &buf[..*n],
+            }),
+            // A transport with a read timeout: look at the fate again.
+            Err(e) if retryable(e) => None,
             Err(e) => {
                 debug!(error = %e, "transport failed during handshake");
-                return;
+                Some(EndpointInput::TransportLost { transport: id })
             }
         };
-        match reader.feed(&buf[..n]) {
-            HandshakeStep::NeedMore => {}
-            HandshakeStep::Hello { hello, consumed } => break (hello, buf[consumed..n].to_vec()),
-            HandshakeStep::Reject { reply, error } => {
-                done.store(true, Ordering::Release);
-                debug!(error = %error, "bad first message");
-                reject(t, reply.as_deref());
-                return;
-            }
+        let lost = matches!(input, Some(EndpointInput::TransportLost { .. }));
+        if let Some(input) = input {
+            s.ep.handle_input(Instant::now(), input);
+        }
+        let wake = s.dispatch(Some(id));
+        let decided = s.pending.get_mut(&id).and_then(|p| {
+            let fate = p.fate.take()?;
+            Some((fate, std::mem::take(&mut p.reply)))
+        });
+        if decided.is_some() || lost {
+            s.pending.remove(&id);
+        }
+        drop(s);
+        ctx.notify(wake);
+        match decided {
+            Some(d) => break d,
+            None if lost => return,
+            None => {}
         }
     };
-    done.store(true, Ordering::Release);
-
-    let now = Instant::now();
-    let transport = ctx.next_transport.fetch_add(1, Ordering::Relaxed);
-    let info = t.info.with_writer_hold(&ctx.config);
-    let mut entropy = OsEntropy;
-
-    // A resume is admitted with its session locked, so the session cannot
-    // report itself parked between the set's decision and the resume.
-    let target = match &hello {
-        ClientHello::Resume(r) => ctx.session(&r.session_id),
-        ClientHello::Fresh(_) => None,
+    let peer = socket.as_ref().and_then(|s| s.peer_addr().ok());
+    let t = TransportHalves {
+        reader,
+        writer,
+        shutdown,
+        info,
+        socket,
     };
-    let target_guard = target.as_ref().map(|s| (s, s.lock()));
-    let admission = lock(&ctx.set).admit(now, transport, info, hello, &mut entropy);
-    match admission {
-        Admission::Resume { session_id, resume } => {
-            let Some((shared, mut g)) = target_guard else {
-                // The set knows a session that has no driver (it just
-                // ended): the client learns it on its next attempt.
-                warn!(session = %session_id, "resume for a session without a driver");
-                (t.shutdown)(Shutdown::Both);
-                return;
-            };
-            shared.attach(&mut g, transport, t);
-            g.session.handle_input(
-                now,
-                Input::Resume {
-                    transport,
-                    resume,
-                    info,
-                },
-            );
-            if !rest.is_empty() {
-                g.session.handle_input(
-                    now,
-                    Input::Received {
-                        transport,
-                        data: &rest,
-                    },
-                );
-            }
-            shared.pump(&mut g);
-        }
-        Admission::Fresh(session) => {
-            drop(target_guard);
-            let peer = t.socket.as_ref().and_then(|s| s.peer_addr().ok());
-            let id = session.session_id();
-            let shared = Shared::new(*session, None, Some(ctx.clone()));
-            if let Some(id) = id {
-                lock(&ctx.registry).insert(id, Arc::downgrade(&shared));
-            }
-            {
-                let mut g = shared.lock();
-                shared.attach(&mut g, transport, t);
-                if !rest.is_empty() {
-                    g.session.handle_input(
-                        now,
-                        Input::Received {
-                            transport,
-                            data: &rest,
-                        },
-                    );
-                }
-            }
+    match fate {
+        Fate::Close => reject(t, &reply),
+        Fate::Fresh(handle, shared) => {
+            let mut g = shared.lock();
+            g.server = Some(ServerLink {
+                routing: ctx.clone(),
+                handle,
+            });
+            shared.attach(&mut g, id, t);
+            drop(g);
             if let Err(e) = shared.start() {
                 warn!(error = %e, "cannot start a session driver");
                 let mut g = shared.lock();
@@ -496,24 +583,31 @@ fn handshake(
                 shared.pump(&mut g);
                 return;
             }
-            if accepted
-                .send((FtStream::from_shared(shared), peer))
-                .is_err()
-            {
+            info!(session = ?shared.lock().session.session_id(), ?peer, "session accepted");
+            if tx.send((FtStream::from_shared(shared), peer)).is_err() {
                 // Listener gone: the stream's drop closes the session.
                 debug!("listener dropped; closing a new session");
             }
         }
-        Admission::Reject { reply, code } => {
-            drop(target_guard);
-            debug!(?code, "handshake rejected");
-            reject(t, Some(&reply));
+        Fate::Resume(shared, delivery) => {
+            let mut g = shared.lock();
+            shared.attach(&mut g, id, t);
+            delivery.apply(Instant::now(), &mut g.session);
+            shared.pump(&mut g);
         }
     }
 }
 
-fn reject(mut t: TransportHalves, reply: Option<&[u8]>) {
-    if let Some(reply) = reply {
+fn retryable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Writes a reply (if any) and closes the transport, best effort.
+fn reject(mut t: TransportHalves, reply: &[u8]) {
+    if !reply.is_empty() {
         let _ = t.writer.write_all(reply).and_then(|()| t.writer.flush());
     }
     // Half-close so the reply is delivered before the FIN; a client sends

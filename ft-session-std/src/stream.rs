@@ -127,7 +127,7 @@ impl FtStream {
         config.validate()?;
         let connector: Connector = Box::new(move || connector().and_then(Transport::split));
         let session = Session::client(config, Instant::now(), entropy::seed());
-        let shared = Shared::new(session, Some(connector), None);
+        let shared = Shared::new(session, Some(connector));
         shared.start()?;
         let mut g = shared.lock();
         loop {
