@@ -28,7 +28,7 @@ use ft_session_core::{
 };
 use tracing::{debug, info, warn};
 
-use crate::driver::{lock, Routing, ServerLink, Shared};
+use crate::driver::{lock, retryable, Routing, ServerLink, Shared};
 use crate::entropy::OsEntropy;
 use crate::stream::FtStream;
 use crate::transport::{
@@ -596,13 +596,6 @@ fn handshake(
             shared.pump(&mut g);
         }
     }
-}
-
-fn retryable(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
 }
 
 /// Writes a reply (if any) and closes the transport, best effort.

@@ -80,9 +80,12 @@ impl Target for StdTarget {
     }
 
     fn counts(&self) -> Counts {
+        let s = self.listener.stats();
         Counts {
-            set: self.listener.counts(),
-            ..Counts::default()
+            set: s.set,
+            sessions: Some(s.sessions),
+            pending_handshakes: Some(s.pending_handshakes),
+            refused_handshakes: Some(s.refused_handshakes),
         }
     }
 
