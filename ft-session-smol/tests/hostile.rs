@@ -121,7 +121,8 @@ impl Target for SmolTarget {
         Counts {
             set: s.set,
             sessions: Some(s.sessions),
-            ..Counts::default()
+            pending_handshakes: Some(s.endpoint.pending_handshakes),
+            refused_handshakes: Some(s.endpoint.refused_handshakes),
         }
     }
 
