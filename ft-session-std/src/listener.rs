@@ -316,7 +316,7 @@ impl FtListener {
     /// Under [`ReleasePolicy::Implicit`](crate::ReleasePolicy::Implicit) the
     /// transports must be [`TransportHalves`] whose `info` gives their
     /// pinned, effective buffer sizes; sessions over transports without
-    /// them are refused with [`SessionError::Config`].
+    /// them are refused with [`SessionError::Config`](crate::SessionError::Config).
     pub fn from_incoming<I, T>(config: Config, incoming: I) -> io::Result<FtListener>
     where
         I: IntoIterator<Item = io::Result<T>>,
