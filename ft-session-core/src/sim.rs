@@ -116,8 +116,8 @@ pub enum Fault {
     /// client backs off the server learns of the loss.
     CrashInBackoff,
     /// The next transport's server end first receives stale bytes from an
-    /// older transport, before the client's own: its handshake reader must
-    /// not admit them.
+    /// older transport (bytes the server already received on it), before the
+    /// client's own: its handshake reader must not admit them.
     StaleHandshake,
     /// The resume before the last one is replayed on a new transport, after
     /// the newer one was seen: an old resume overtaking a newer one.
@@ -130,6 +130,15 @@ pub enum Fault {
         /// Index into a small table of sizes.
         size: u8,
     },
+    /// Like [`Fault::StaleHandshake`], but the stale bytes are the ones the
+    /// client wrote on the older transport, delivered or not: a resume whose
+    /// transport died with it in flight reaches the server for the first
+    /// time, ahead of the client's own newer one on the same transport. The
+    /// server cannot tell it from a genuine resume (valid proof, fresh
+    /// attempt) and admits it; the client's newer RESUME then arrives inside
+    /// the resumed stream, so both sides end with a protocol violation
+    /// (typed, never silent loss). Not a fault sessions survive.
+    StaleUnseenResume,
     /// An authenticated peer lies: an ACK for bytes never sent reaches one
     /// side on its live transport (both sides must end with a violation).
     LyingAck {
@@ -346,7 +355,9 @@ pub enum SimError {
     /// Nothing left to do although sessions are still running.
     #[error("stalled: no event pending but sessions still running")]
     Stalled,
-    /// A replayed resume was admitted.
+    /// A resume was admitted whose attempt is not above one the server had
+    /// already been handed for the session (a replay, or an old resume
+    /// overtaking a newer one).
     #[error("a replayed resume was admitted")]
     ReplayAdmitted,
 }
@@ -382,6 +393,8 @@ pub struct SimOutcome {
     pub capacity_violations: u64,
     /// Lying ACKs delivered ([`Fault::LyingAck`]).
     pub lies: u64,
+    /// Resumes the server's set refused (unknown, forged, replayed, expired).
+    pub rejected_resumes: u64,
 }
 
 #[derive(Debug)]
@@ -391,8 +404,20 @@ struct Dir {
     last_at: Option<Instant>,
     /// The sending end closed: the receiver learns after the queue drains.
     eof: bool,
-    /// Recent bytes, replayed by [`Fault::StaleBytes`].
+    /// Recent bytes written, replayed by [`Fault::StaleBytes`].
     history: Vec<u8>,
+    /// The first bytes delivered (the handshake and what followed it),
+    /// replayed by [`Fault::StaleHandshake`].
+    delivered: Vec<u8>,
+}
+
+/// Appends `bytes` to `v`, keeping only the last 8 KiB.
+fn keep_recent(v: &mut Vec<u8>, bytes: &[u8]) {
+    v.extend_from_slice(bytes);
+    if v.len() > 8192 {
+        let cut = v.len() - 8192;
+        v.drain(..cut);
+    }
 }
 
 impl Dir {
@@ -403,6 +428,7 @@ impl Dir {
             last_at: None,
             eof: false,
             history: Vec::new(),
+            delivered: Vec::new(),
         }
     }
 }
@@ -473,11 +499,15 @@ pub struct Pair {
     last_resume: Option<Vec<u8>>,
     /// The resume seen before `last_resume`.
     older_resume: Option<Vec<u8>>,
-    /// The next transport gets stale bytes first / carries nothing from the client.
-    stale_next: bool,
+    /// The next transport gets stale bytes first (`Some(true)`: bytes
+    /// written, delivered or not) / carries nothing from the client.
+    stale_next: Option<bool>,
     silent_next: bool,
     /// Violations provoked by [`Fault::LyingAck`].
     lies: u64,
+    /// Per session, the highest resume attempt handed to the set so far:
+    /// admitting one not above it would admit a replay (R1).
+    resumes_seen: HashMap<SessionId, u64>,
     replay_admitted: bool,
     steps: u64,
     max_retained: u64,
@@ -562,9 +592,10 @@ impl Pair {
             outage_until: None,
             last_resume: None,
             older_resume: None,
-            stale_next: false,
+            stale_next: None,
             silent_next: false,
             lies: 0,
+            resumes_seen: HashMap::new(),
             replay_admitted: false,
             steps: 0,
             max_retained: 0,
@@ -800,6 +831,7 @@ impl Pair {
             max_capacity: self.max_capacity,
             capacity_violations: self.capacity_violations,
             lies: self.lies,
+            rejected_resumes: self.set.counts().rejected_resumes,
         }
     }
 
@@ -995,11 +1027,7 @@ impl Pair {
         }
         let mut bytes = Vec::with_capacity(len);
         t.write_to(&mut bytes);
-        dir.history.extend_from_slice(&bytes);
-        if dir.history.len() > 8192 {
-            let cut = dir.history.len() - 8192;
-            dir.history.drain(..cut);
-        }
+        keep_recent(&mut dir.history, &bytes);
         let bytes = Bytes::from(bytes);
         let mut off = 0;
         while off < bytes.len() {
@@ -1180,14 +1208,23 @@ impl Pair {
                     return;
                 }
                 c.reader = Some(HandshakeReader::new(now, self.set.config()));
-                if std::mem::take(&mut self.stale_next) {
+                if let Some(written) = self.stale_next.take() {
                     // Stale bytes of an older transport reach the new reader
-                    // first; whatever they hold must not be admitted.
+                    // first; what the server already received there must not
+                    // be admitted again.
                     let stale = self.conns[..conn]
                         .iter()
                         .rev()
-                        .find(|o| !o.replay && !o.c2s.history.is_empty())
-                        .map(|o| o.c2s.history.clone());
+                        .filter(|o| !o.replay)
+                        .map(|o| {
+                            if written {
+                                &o.c2s.history
+                            } else {
+                                &o.c2s.delivered
+                            }
+                        })
+                        .find(|h| !h.is_empty())
+                        .cloned();
                     if let Some(stale) = stale {
                         self.conns[conn].replay = true;
                         self.hand_over(conn, true, &stale);
@@ -1252,6 +1289,9 @@ impl Pair {
             }
         }
         dir.in_flight = dir.in_flight.saturating_sub(chunk.len());
+        let room = 8192usize.saturating_sub(dir.delivered.len());
+        dir.delivered
+            .extend_from_slice(&chunk[..chunk.len().min(room)]);
         self.link_bytes += chunk.len() as u64;
         if !chunk.is_empty() {
             self.hand_over(ci, to_server, &chunk);
@@ -1305,12 +1345,21 @@ impl Pair {
             HandshakeStep::Hello { hello, consumed } => {
                 self.conns[ci].reader = None;
                 let replay = self.conns[ci].replay;
-                if let crate::frame::ClientHello::Resume(_) = &hello {
+                // The highest attempt of this session the server was handed
+                // before this one. Stale bytes may carry a resume the server
+                // never saw (its transport died with it in flight): that one
+                // is fresh, and admitting it is right; admitting one at or
+                // below an attempt already seen is a replay.
+                let mut seen_before = None;
+                if let crate::frame::ClientHello::Resume(r) = &hello {
                     if !replay {
                         let mut b = bytes::BytesMut::new();
                         hello.encode(&mut b);
                         self.older_resume = self.last_resume.replace(b.to_vec());
                     }
+                    let seen = self.resumes_seen.entry(r.session_id).or_insert(0);
+                    seen_before = Some(*seen);
+                    *seen = (*seen).max(r.attempt);
                 }
                 let info = self.link.declared;
                 match self.set.admit(now, tid, info, hello, &mut self.entropy) {
@@ -1327,7 +1376,7 @@ impl Pair {
                         );
                     }
                     Admission::Resume { session_id, resume } => {
-                        if replay {
+                        if seen_before.is_some_and(|s| resume.attempt() <= s) {
                             self.replay_admitted = true;
                         }
                         self.conns[ci].owner = Some(session_id);
@@ -1530,7 +1579,8 @@ impl Pair {
                     self.pending.push((at, Pending::ServerLost { conn: ci }));
                 }
             }
-            Fault::StaleHandshake => self.stale_next = true,
+            Fault::StaleHandshake => self.stale_next = Some(false),
+            Fault::StaleUnseenResume => self.stale_next = Some(true),
             Fault::ResumeOvertaken => {
                 if let Some(old) = self.older_resume.clone() {
                     let newer = self.last_resume.clone();
