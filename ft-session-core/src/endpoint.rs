@@ -105,6 +105,14 @@ pub enum EndpointInput<'a> {
         /// The bytes.
         data: &'a [u8],
     },
+    /// The transport accepted `bytes` more of the Transmits polled for it
+    /// (after [`Endpoint::set_reports_written`]; see [`Input::Written`]).
+    Written {
+        /// Where.
+        transport: TransportId,
+        /// How many bytes the write took.
+        bytes: usize,
+    },
     /// The transport failed or was closed by the peer.
     TransportLost {
         /// Which one.
@@ -119,7 +127,9 @@ pub enum EndpointInput<'a> {
 #[non_exhaustive]
 pub enum EndpointOutput {
     /// Write these bytes to their transport, whole, before the next write to
-    /// it. A transmit for a transport already dropped is moot.
+    /// it (or, after [`Endpoint::set_reports_written`], queue them, write in
+    /// batches and report what the transport took). A transmit for a
+    /// transport already dropped is moot.
     Transmit(Transmit),
     /// Close this transport and stop reading it.
     DropTransport {
@@ -300,6 +310,9 @@ pub struct Endpoint {
     out: VecDeque<EndpointOutput>,
     next_handle: u64,
     stats: EndpointStats,
+    /// Every new session reports written bytes (see
+    /// [`Session::set_reports_written`]).
+    reports_written: bool,
 }
 
 impl Endpoint {
@@ -325,7 +338,17 @@ impl Endpoint {
             out: VecDeque::new(),
             next_handle: 0,
             stats: EndpointStats::default(),
+            reports_written: false,
         })
+    }
+
+    /// Chooses the drive contract of every session admitted from now on
+    /// ([`Session::set_reports_written`]): `true` when the caller writes
+    /// Transmits in batches and reports what each transport accepted with
+    /// [`EndpointInput::Written`] (held sessions) or [`Input::Written`]
+    /// (taken ones).
+    pub fn set_reports_written(&mut self, on: bool) {
+        self.reports_written = on;
     }
 
     // ---- getters ----
@@ -394,6 +417,11 @@ impl Endpoint {
         match input {
             EndpointInput::TransportOpened { transport, info } => self.on_opened(transport, info),
             EndpointInput::Received { transport, data } => self.on_received(transport, data),
+            EndpointInput::Written { transport, bytes } => {
+                if let Some(&h) = self.routes.get(&transport) {
+                    self.feed(h, Input::Written { transport, bytes });
+                }
+            }
             EndpointInput::TransportLost { transport } => self.on_lost(transport),
             EndpointInput::Timeout => self.on_timeout(),
         }
@@ -515,6 +543,7 @@ impl Endpoint {
         match admission {
             Admission::Fresh(session) => {
                 let mut session = *session;
+                session.set_reports_written(self.reports_written);
                 let Some(id) = session.session_id() else {
                     return self.reject(transport, None);
                 };

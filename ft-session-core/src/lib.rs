@@ -38,8 +38,28 @@
 //!
 //! After every input (`handle_input`) or application call ([`Session::write`],
 //! [`Session::read`], [`Session::close`]...), drain `poll_output` until it
-//! returns `None`, then wait for transport bytes or `poll_timeout`. A
-//! `Transmit` must be written whole before the next one to its transport.
+//! returns `None`, then wait for transport bytes or `poll_timeout`. How
+//! Transmits reach the transport is one of two contracts
+//! (`docs/PROTOCOL.md` section 8):
+//!
+//! - **Whole transmits** (the default): a `Transmit` is written whole
+//!   before the next output is polled; a polled Transmit counts as handed to
+//!   the transport.
+//! - **Batched, with written reports** ([`Session::set_reports_written`],
+//!   [`Endpoint::set_reports_written`]): the adapter polls Transmits ahead
+//!   into a [`TransmitQueue`] (hundreds of KiB, payloads shared with the
+//!   stream buffer), writes them with vectored writes that may be partial,
+//!   ideally outside any lock it shares with the session, and reports each
+//!   accepted amount with [`Input::Written`] ([`EndpointInput::Written`]).
+//!   The implicit release bound and the implicit send capacity then count
+//!   only bytes the transport accepted, never bytes merely polled, so the
+//!   adapter's own queue needs no margin ([`TransportInfo::with_writer_hold`]
+//!   is for the whole-transmit contract). [`Session::is_flushed`] waits for
+//!   the reports.
+//!
+//! Reads may hand the core an owned buffer ([`Input::ReceivedBytes`]):
+//! payload is then kept by reference and [`Session::read_chunk`] gives it
+//! back without a copy.
 //!
 //! A complete server embedding, with a client over an in-memory transport
 //! that crashes once, and a client that never returns:
@@ -153,6 +173,7 @@ pub mod stream_buffer;
 #[cfg(not(feature = "testing"))]
 #[allow(dead_code, unreachable_pub)]
 mod stream_buffer;
+mod transmit_queue;
 
 pub use addr::{ServerAddr, ToServerAddr};
 pub use config::{
@@ -168,6 +189,7 @@ pub use handshake::{Entropy, HandshakeReader, HandshakeStep};
 pub use session::{
     Event, Input, Output, Role, Session, SessionState, Stats, Transmit, TransportId, VerifiedResume,
 };
+pub use transmit_queue::TransmitQueue;
 
 // The README is the crates.io page: its code runs as a doctest, so it cannot
 // drift from the API.

@@ -118,6 +118,19 @@ pub enum Input<'a> {
         /// The bytes.
         data: Bytes,
     },
+    /// The transport accepted the next `bytes` bytes of the Transmits polled
+    /// for it, in the order they were polled (a write, possibly partial, of
+    /// the adapter's queue). Only meaningful after
+    /// [`Session::set_reports_written`]`(true)`: the implicit release bound
+    /// then counts only bytes reported here. Reports for a transport other
+    /// than the one the queue belongs to, and bytes beyond what was polled,
+    /// are ignored.
+    Written {
+        /// The transport written to.
+        transport: TransportId,
+        /// How many bytes it accepted (what the write call returned).
+        bytes: usize,
+    },
     /// The transport failed or closed (or, client, could not be connected).
     TransportLost {
         /// Which one.
@@ -138,8 +151,14 @@ pub enum Input<'a> {
     Evicted,
 }
 
-/// Bytes to write to a transport: `head` then `payload`. The adapter must
-/// finish writing one `Transmit` before it polls the next output.
+/// Bytes to write to a transport: `head` then `payload`.
+///
+/// Two drive contracts (see the crate docs): by default the adapter finishes
+/// writing one `Transmit` before it polls the next output, and a polled
+/// Transmit counts as handed to the transport. After
+/// [`Session::set_reports_written`]`(true)` the adapter may poll many ahead
+/// (a [`crate::TransmitQueue`] writes them vectored) and reports what the transport
+/// accepted with [`Input::Written`].
 ///
 /// A `Transmit` may name a transport the session has already given up (a
 /// REJECT or ABORT written just before [`Output::DropTransport`] for it):
@@ -322,6 +341,19 @@ pub struct Session {
     close_sent: bool,
     write_blocked: bool,
     peer_params: Params,
+    /// Stream offset up to which bytes are known to be in the transport:
+    /// polled (default contract) or reported by [`Input::Written`]. The
+    /// implicit bound and the implicit send capacity count from here.
+    accepted: u64,
+    /// The adapter reports written bytes ([`Session::set_reports_written`]).
+    reports_written: bool,
+    /// Transmits polled for `unwritten_on` and not yet reported written, in
+    /// order (reports only).
+    unwritten: VecDeque<Unwritten>,
+    unwritten_on: Option<TransportId>,
+    /// Bytes of `unwritten`'s front already reported.
+    unwritten_done: usize,
+    unwritten_bytes: u64,
 
     // Receiving side.
     received: u64,
@@ -378,6 +410,12 @@ impl Session {
             close_sent: false,
             write_blocked: false,
             peer_params: Params::default(),
+            accepted: 0,
+            reports_written: false,
+            unwritten: VecDeque::new(),
+            unwritten_on: None,
+            unwritten_done: 0,
+            unwritten_bytes: 0,
             received: 0,
             rbuf: RecvQueue::default(),
             peer_fin: None,
@@ -538,7 +576,7 @@ impl Session {
         let queued_end = self.sbuf.end() + self.tail.len() as u64;
         let used = match self.cfg.release_policy {
             ReleasePolicy::Ack => queued_end - self.sbuf.start(),
-            ReleasePolicy::Implicit => queued_end - self.high.max(self.sbuf.start()),
+            ReleasePolicy::Implicit => queued_end - self.accepted.max(self.sbuf.start()),
         };
         (self.cfg.send_buffer_capacity as u64).saturating_sub(used) as usize
     }
@@ -558,9 +596,55 @@ impl Session {
     }
 
     /// True once everything written was handed to the transport and the
-    /// session has nothing queued to transmit.
+    /// session has nothing queued to transmit (with
+    /// [`Session::set_reports_written`]: and the transport accepted every
+    /// polled byte).
     pub fn is_flushed(&self) -> bool {
-        self.tail.is_empty() && self.cursor == self.sbuf.end() && self.out.is_empty()
+        self.tail.is_empty()
+            && self.cursor == self.sbuf.end()
+            && self.out.is_empty()
+            && self.unwritten() == 0
+    }
+
+    /// Switches the drive contract. `false` (the default): the adapter
+    /// writes each `Transmit` whole before it polls the next, and a polled
+    /// Transmit counts as handed to the transport. `true`: the adapter may
+    /// poll many Transmits ahead and write them in batches, partially, and
+    /// reports every byte the transport accepted with [`Input::Written`]; the
+    /// implicit release bound and the implicit send capacity then count only
+    /// reported bytes, never bytes merely polled. Safe to switch at any
+    /// time: what was polled before counts as written.
+    pub fn set_reports_written(&mut self, on: bool) {
+        self.reports_written = on;
+        self.accepted = self.accepted.max(self.high);
+        self.unwritten.clear();
+        self.unwritten_on = None;
+        self.unwritten_done = 0;
+        self.unwritten_bytes = 0;
+    }
+
+    /// Whether the adapter reports written bytes
+    /// ([`Session::set_reports_written`]).
+    pub fn reports_written(&self) -> bool {
+        self.reports_written
+    }
+
+    /// Bytes of Transmits polled for the current transport that the adapter
+    /// has not yet reported written (0 without
+    /// [`Session::set_reports_written`]).
+    pub fn unwritten(&self) -> u64 {
+        if self.unwritten_on.is_some() && self.unwritten_on == self.transport {
+            self.unwritten_bytes
+        } else {
+            0
+        }
+    }
+
+    /// Stream offset up to which this side's bytes are known to be in the
+    /// transport (polled, or reported written; see
+    /// [`Session::set_reports_written`]).
+    pub fn accepted(&self) -> u64 {
+        self.accepted
     }
 
     /// Bytes the peer is known to have received: its highest acknowledgment
@@ -726,6 +810,7 @@ impl Session {
                     self.on_received(&data, Some(&data));
                 }
             }
+            Input::Written { transport, bytes } => self.on_written(transport, bytes),
             Input::TransportLost { transport } => {
                 if self.transport == Some(transport) {
                     self.on_transport_lost();
@@ -1363,8 +1448,77 @@ impl Session {
     /// The next thing to do, or `None` when there is nothing until new input
     /// or the next timeout.
     pub fn poll_output(&mut self) -> Option<Output> {
+        let (out, data_offset) = self.next_output()?;
+        if let Output::Transmit(t) = &out {
+            if self.reports_written {
+                self.note_polled(t, data_offset);
+            } else if let Some(offset) = data_offset {
+                // Default contract: polled is handed to the transport.
+                let end = offset + t.payload.len() as u64;
+                if end > self.accepted {
+                    self.accepted = end;
+                    self.release_implicit();
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Records a Transmit the adapter will report written (reports only).
+    fn note_polled(&mut self, t: &Transmit, data_offset: Option<u64>) {
+        if self.unwritten_on != Some(t.transport) {
+            // A new transport: what the old one never took is retransmitted
+            // after a resume, if the peer misses it.
+            self.unwritten.clear();
+            self.unwritten_on = Some(t.transport);
+            self.unwritten_done = 0;
+            self.unwritten_bytes = 0;
+        }
+        if t.is_empty() {
+            return;
+        }
+        self.unwritten_bytes += t.len() as u64;
+        self.unwritten.push_back(Unwritten {
+            len: t.len(),
+            head: t.head.as_slice().len(),
+            offset: data_offset,
+        });
+    }
+
+    /// The transport accepted `bytes` more of the polled Transmits.
+    fn on_written(&mut self, transport: TransportId, mut bytes: usize) {
+        if !self.reports_written || self.unwritten_on != Some(transport) {
+            return;
+        }
+        let before = self.accepted;
+        while bytes > 0 {
+            let Some(front) = self.unwritten.front() else {
+                // More than was polled: the adapter's mistake; ignored.
+                break;
+            };
+            let take = bytes.min(front.len - self.unwritten_done);
+            bytes -= take;
+            self.unwritten_bytes -= take as u64;
+            self.unwritten_done += take;
+            if let Some(offset) = front.offset {
+                let payload_done = self.unwritten_done.saturating_sub(front.head);
+                self.accepted = self.accepted.max(offset + payload_done as u64);
+            }
+            if self.unwritten_done == front.len {
+                self.unwritten.pop_front();
+                self.unwritten_done = 0;
+            }
+        }
+        if self.accepted > before {
+            self.release_implicit();
+        }
+    }
+
+    /// The next output, with the stream offset of its payload if it is a
+    /// data frame.
+    fn next_output(&mut self) -> Option<(Output, Option<u64>)> {
         if let Some(o) = self.out.pop_front() {
-            return Some(o);
+            return Some((o, None));
         }
         if self.state != SessionState::Established {
             return None;
@@ -1373,12 +1527,10 @@ impl Session {
         if self.pending_ack {
             self.pending_ack = false;
             self.acked_sent = self.received;
-            return Some(self.control(
-                t,
-                Frame::Ack {
-                    received: self.received,
-                },
-            ));
+            let ack = Frame::Ack {
+                received: self.received,
+            };
+            return Some((self.control(t, ack), None));
         }
         if self.cursor == self.sbuf.end() {
             self.flush_tail();
@@ -1386,19 +1538,18 @@ impl Session {
         if self.cursor < self.sbuf.end() {
             let max = self.cfg.max_frame_payload as usize;
             if let Some(payload) = self.sbuf.slice(self.cursor, max) {
-                let head = FrameHead::data(self.cursor, payload.len() as u32);
+                let offset = self.cursor;
+                let head = FrameHead::data(offset, payload.len() as u32);
                 self.cursor += payload.len() as u64;
-                if self.cursor > self.high {
-                    self.high = self.cursor;
-                    self.release_implicit();
-                }
+                self.high = self.high.max(self.cursor);
                 self.last_tx = self.now;
                 self.pending_heartbeat = false;
-                return Some(Output::Transmit(Transmit {
+                let t = Transmit {
                     transport: t,
                     head,
                     payload,
-                }));
+                };
+                return Some((Output::Transmit(t), Some(offset)));
             }
         }
         if self.fin_requested && !self.fin_on_transport && self.cursor == self.sbuf.end() {
@@ -1408,7 +1559,7 @@ impl Session {
                 offset: self.sbuf.end(),
                 close: self.close_requested,
             };
-            return Some(self.control(t, fin));
+            return Some((self.control(t, fin), None));
         }
         if self.role == Role::Client
             && self.fin_on_transport
@@ -1417,11 +1568,11 @@ impl Session {
         {
             self.close_on_transport = true;
             self.close_sent = true;
-            return Some(self.control(t, Frame::Close));
+            return Some((self.control(t, Frame::Close), None));
         }
         if self.pending_heartbeat {
             self.pending_heartbeat = false;
-            return Some(self.control(t, Frame::Heartbeat));
+            return Some((self.control(t, Frame::Heartbeat), None));
         }
         None
     }
@@ -1485,9 +1636,11 @@ impl Session {
         if self.cfg.release_policy != ReleasePolicy::Implicit {
             return;
         }
+        // Only bytes in the transport count: bytes an adapter polled but
+        // has not written could still be lost with it.
         if let Some(b) = self.implicit_bound() {
-            if self.high > b {
-                self.release_to(self.high - b);
+            if self.accepted > b {
+                self.release_to(self.accepted - b);
             }
         }
         if self.write_blocked && self.send_capacity() > 0 {
@@ -1552,6 +1705,15 @@ pub(crate) fn implicit_bound(cfg: &Config, info: TransportInfo, peer: &Params) -
         own.saturating_add(peer)
             .saturating_add(cfg.effective_implicit_margin()),
     )
+}
+
+/// A polled Transmit not yet reported written.
+#[derive(Debug)]
+struct Unwritten {
+    len: usize,
+    head: usize,
+    /// Stream offset of its payload, for a data frame.
+    offset: Option<u64>,
 }
 
 fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

@@ -11,11 +11,19 @@
 //! lying peers. Stepping is bounded, so a livelock is an error instead of a
 //! hang.
 //!
+//! Each side's adapter follows one of the two drive contracts (chosen from
+//! the seed, or with [`Pair::set_batched`]): it writes each Transmit whole
+//! before polling the next, or it polls a batch ahead into a
+//! [`TransmitQueue`], the link accepts a random part of what fits (a partial
+//! write), and the adapter reports each accepted amount with
+//! [`Input::Written`].
+//!
 //! Used by this crate's property tests, the fuzz targets and the adapters'
 //! tests; enable with the `sim` feature. Nothing here reads a clock: the
 //! caller gives the start [`Instant`].
 
 use std::collections::{HashMap, VecDeque};
+use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,6 +34,22 @@ use crate::error::{ReadError, SessionError, WriteError};
 use crate::frame::SessionId;
 use crate::handshake::{HandshakeReader, HandshakeStep, SeededEntropy};
 use crate::session::{Event, Input, Output, Session, SessionState, Transmit, TransportId};
+use crate::transmit_queue::TransmitQueue;
+
+/// How far ahead a batched adapter polls, drawn per side: one frame at a
+/// time, a few frames, hundreds of KiB, or everything.
+const BATCH_LIMITS: [usize; 4] = [1, 40 * 1024, 256 * 1024, usize::MAX];
+
+/// What a write to one end of a transport finds.
+enum Room {
+    /// Closed or unknown: the write fails, the bytes are dropped.
+    Gone,
+    /// The direction silently loses everything: written (while its
+    /// buffer, never drained, has room), then lost.
+    Lost(usize),
+    /// Bytes the direction still holds.
+    Free(usize),
+}
 
 /// A small deterministic generator (splitmix64) for schedules and chunking.
 #[derive(Debug, Clone)]
@@ -395,6 +419,9 @@ pub struct SimOutcome {
     pub lies: u64,
     /// Resumes the server's set refused (unknown, forged, replayed, expired).
     pub rejected_resumes: u64,
+    /// Batched drive ([`Pair::set_batched`]): writes the link accepted
+    /// only in part.
+    pub partial_writes: u64,
 }
 
 #[derive(Debug)]
@@ -467,6 +494,8 @@ struct ServerSide {
     session: Session,
     app: App,
     held: Option<Transmit>,
+    /// Batched drive: Transmits polled and not yet accepted by the link.
+    queue: TransmitQueue,
 }
 
 /// Two ends and a link on a virtual clock. See the module docs.
@@ -478,6 +507,14 @@ pub struct Pair {
     pub client: Session,
     client_app: App,
     client_held: Option<Transmit>,
+    /// Batched drive (see the module docs): the client's queue.
+    client_queue: TransmitQueue,
+    /// Batched drive: how far ahead each side polls (`None`: the default
+    /// contract, one whole Transmit at a time).
+    batch: Option<(usize, usize)>,
+    /// Draws partial write sizes (apart from `rng`, so the default contract
+    /// sees the same link schedule as before batching existed).
+    write_rng: Rng,
     /// The server's connection set.
     pub set: ConnectionSet,
     servers: HashMap<SessionId, ServerSide>,
@@ -513,6 +550,7 @@ pub struct Pair {
     max_retained: u64,
     max_capacity: u64,
     capacity_violations: u64,
+    partial_writes: u64,
 }
 
 impl std::fmt::Debug for Pair {
@@ -568,12 +606,20 @@ impl Pair {
         faults.sort_by_key(|f| f.at_byte);
         let mut rng = Rng::new(sc.seed);
         let client = Session::client(sc.client, start, rng.next_u64());
-        Pair {
+        let mut write_rng = Rng::new(sc.seed ^ 0x0ba7_c4ed_5717_e5a1);
+        let batch = write_rng.chance(50).then(|| {
+            let mut pick = || BATCH_LIMITS[write_rng.range(0, 3) as usize];
+            (pick(), pick())
+        });
+        let mut p = Pair {
             now: start,
             start,
             client,
             client_app: App::new(sc.client_app),
             client_held: None,
+            client_queue: TransmitQueue::new(),
+            batch: None,
+            write_rng,
             set: ConnectionSet::new(sc.server),
             servers: HashMap::new(),
             server_app_cfg: sc.server_app,
@@ -601,7 +647,27 @@ impl Pair {
             max_retained: 0,
             max_capacity: 0,
             capacity_violations: 0,
+            partial_writes: 0,
+        };
+        p.set_batched(batch);
+        p
+    }
+
+    /// Chooses the adapters' drive contract before the pair runs: `None`,
+    /// each Transmit written whole before the next is polled; `Some((client,
+    /// server))`, Transmits polled up to that many bytes ahead, written
+    /// partially and reported with [`Input::Written`].
+    pub fn set_batched(&mut self, batch: Option<(usize, usize)>) {
+        self.batch = batch;
+        self.client.set_reports_written(batch.is_some());
+        for s in self.servers.values_mut() {
+            s.session.set_reports_written(batch.is_some());
         }
+    }
+
+    /// The drive contract in use (see [`Pair::set_batched`]).
+    pub fn batched(&self) -> Option<(usize, usize)> {
+        self.batch
     }
 
     /// The server session paired with the client, once the client knows its id.
@@ -629,7 +695,10 @@ impl Pair {
             // The client failed before any server session matched it.
             None => true,
         };
-        self.client.is_finished() && server_done && self.client_held.is_none()
+        self.client.is_finished()
+            && server_done
+            && self.client_held.is_none()
+            && self.client_queue.is_empty()
     }
 
     // ---- step-wise driving (operation sequences, fuzzing) ----
@@ -830,6 +899,7 @@ impl Pair {
             max_retained: self.max_retained,
             max_capacity: self.max_capacity,
             capacity_violations: self.capacity_violations,
+            partial_writes: self.partial_writes,
             lies: self.lies,
             rejected_resumes: self.set.counts().rejected_resumes,
         }
@@ -879,6 +949,9 @@ impl Pair {
     }
 
     fn drain_client(&mut self) -> bool {
+        if let Some((limit, _)) = self.batch {
+            return self.drain_client_batched(limit);
+        }
         let mut progress = false;
         // Like a real adapter, abandon a blocked write once the session has
         // moved off its transport (a blackholed socket never drains).
@@ -908,27 +981,147 @@ impl Pair {
                         break;
                     }
                 }
-                Output::Connect { transport } => self.connect(transport),
-                Output::DropTransport { transport } => {
-                    if let Some(ci) = self
-                        .conns
-                        .iter()
-                        .position(|c| c.client_tid == transport && !c.replay)
-                    {
-                        let c = &mut self.conns[ci];
-                        if c.client_open {
-                            c.client_open = false;
-                            c.c2s.eof = true;
-                            c.s2c.queue.clear();
-                            c.s2c.in_flight = 0;
-                        }
-                    }
-                }
-                Output::Event(Event::Finished(r)) => self.client_app.outcome = Some(r),
-                Output::Event(_) => {}
+                out => self.client_output(out),
             }
         }
         progress
+    }
+
+    /// The client's outputs other than Transmits.
+    fn client_output(&mut self, out: Output) {
+        match out {
+            Output::Transmit(_) => {}
+            Output::Connect { transport } => self.connect(transport),
+            Output::DropTransport { transport } => {
+                if let Some(ci) = self
+                    .conns
+                    .iter()
+                    .position(|c| c.client_tid == transport && !c.replay)
+                {
+                    let c = &mut self.conns[ci];
+                    if c.client_open {
+                        c.client_open = false;
+                        c.c2s.eof = true;
+                        // Bytes toward the closed end vanish; the peer's
+                        // buffers stay full until it learns (see Crash).
+                        c.s2c.queue.clear();
+                    }
+                }
+            }
+            Output::Event(Event::Finished(r)) => self.client_app.outcome = Some(r),
+            Output::Event(_) => {}
+        }
+    }
+
+    /// The batched drive of the client: write what the link takes, poll
+    /// ahead up to `limit` bytes, write again, until nothing moves.
+    fn drain_client_batched(&mut self, limit: usize) -> bool {
+        let mut queue = std::mem::take(&mut self.client_queue);
+        let mut progress = false;
+        loop {
+            let mut moved = self.write_client(&mut queue);
+            while queue.len() < limit {
+                let Some(out) = self.client.poll_output() else {
+                    break;
+                };
+                moved = true;
+                match out {
+                    Output::Transmit(t) => queue.push(t),
+                    Output::DropTransport { transport } => {
+                        // Its last frames (an ABORT) as far as the link
+                        // takes them now; the rest is dropped with it.
+                        self.write_client(&mut queue);
+                        queue.discard(transport);
+                        self.client_output(Output::DropTransport { transport });
+                    }
+                    out => self.client_output(out),
+                }
+            }
+            moved |= self.write_client(&mut queue);
+            progress |= moved;
+            if !moved {
+                break;
+            }
+        }
+        self.client_queue = queue;
+        progress
+    }
+
+    /// Writes the client's queue and reports what the link accepted.
+    fn write_client(&mut self, queue: &mut TransmitQueue) -> bool {
+        let current = self.client.transport();
+        let (moved, reports) = self.write_queue(true, queue, current);
+        for (transport, bytes) in reports {
+            self.client
+                .handle_input(self.now, Input::Written { transport, bytes });
+        }
+        moved
+    }
+
+    /// Writes what the link accepts of `queue` (a random part of what fits:
+    /// a partial write); returns whether anything moved and the accepted
+    /// amounts to report. Transmits for a closed transport are dropped, as a
+    /// failing write would drop them; a blocked write to a transport the
+    /// session has left (`current`) is abandoned, as a real adapter does.
+    fn write_queue(
+        &mut self,
+        from_client: bool,
+        queue: &mut TransmitQueue,
+        current: Option<TransportId>,
+    ) -> (bool, Vec<(TransportId, usize)>) {
+        let mut moved = false;
+        let mut reports = Vec::new();
+        while let Some(tid) = queue.transport() {
+            let room = match self.link_room(from_client, tid) {
+                Room::Gone => {
+                    queue.discard(tid);
+                    moved = true;
+                    continue;
+                }
+                Room::Free(0) | Room::Lost(0) if Some(tid) != current => {
+                    queue.discard(tid);
+                    moved = true;
+                    continue;
+                }
+                Room::Free(0) | Room::Lost(0) => break,
+                Room::Free(n) => n,
+                Room::Lost(n) => {
+                    let n = n.min(queue.front_len());
+                    queue.advance(n);
+                    self.link_lose(from_client, tid, n);
+                    reports.push((tid, n));
+                    moved = true;
+                    continue;
+                }
+            };
+            // One vectored write of up to 16 slices, of which the link takes
+            // a random part of what fits.
+            let mut slices = [IoSlice::new(&[]); 16];
+            let k = queue.io_slices(&mut slices);
+            let offered: usize = slices[..k].iter().map(|s| s.len()).sum();
+            let want = offered.min(room);
+            let n = if self.write_rng.chance(50) {
+                want
+            } else {
+                self.write_rng.range(1, want as u64) as usize
+            };
+            if n < offered {
+                self.partial_writes += 1;
+            }
+            let mut bytes = Vec::with_capacity(n);
+            for sl in &slices[..k] {
+                let c = (n - bytes.len()).min(sl.len());
+                bytes.extend_from_slice(&sl[..c]);
+                if bytes.len() == n {
+                    break;
+                }
+            }
+            queue.advance(n);
+            self.link_push(from_client, tid, bytes);
+            reports.push((tid, n));
+            moved = true;
+        }
+        (moved, reports)
     }
 
     fn drain_server(&mut self, id: SessionId) -> bool {
@@ -937,6 +1130,11 @@ impl Pair {
             return false;
         };
         progress |= side.app.act(&mut side.session, self.server_ctl);
+        if let Some((_, limit)) = self.batch {
+            progress |= self.drain_server_batched(id, &mut side, limit);
+            self.servers.insert(id, side);
+            return progress;
+        }
         let mut blocked = false;
         if side
             .held
@@ -967,76 +1165,175 @@ impl Pair {
                         blocked = true;
                     }
                 }
-                Output::Connect { .. } => {}
-                Output::DropTransport { transport } => {
-                    if let Some(c) = self.conns.iter_mut().find(|c| c.server_tid == transport) {
-                        if c.server_open {
-                            c.server_open = false;
-                            c.s2c.eof = true;
-                            c.c2s.queue.clear();
-                            c.c2s.in_flight = 0;
-                        }
-                    }
-                }
-                Output::Event(Event::Parked) => {
-                    self.set.parked(self.now, &side.session);
-                }
-                Output::Event(Event::Finished(r)) => {
-                    self.set.finished(self.now, id, &r);
-                    side.app.outcome = Some(r);
-                }
-                Output::Event(_) => {}
+                out => self.server_output(id, &mut side, out),
             }
         }
         self.servers.insert(id, side);
         progress
     }
 
+    /// A server session's outputs other than Transmits.
+    fn server_output(&mut self, id: SessionId, side: &mut ServerSide, out: Output) {
+        match out {
+            Output::Transmit(_) | Output::Connect { .. } => {}
+            Output::DropTransport { transport } => {
+                if let Some(c) = self.conns.iter_mut().find(|c| c.server_tid == transport) {
+                    if c.server_open {
+                        c.server_open = false;
+                        c.s2c.eof = true;
+                        c.c2s.queue.clear();
+                    }
+                }
+            }
+            Output::Event(Event::Parked) => {
+                self.set.parked(self.now, &side.session);
+            }
+            Output::Event(Event::Finished(r)) => {
+                self.set.finished(self.now, id, &r);
+                side.app.outcome = Some(r);
+            }
+            Output::Event(_) => {}
+        }
+    }
+
+    /// The batched drive of a server session (see `drain_client_batched`).
+    fn drain_server_batched(&mut self, id: SessionId, side: &mut ServerSide, limit: usize) -> bool {
+        let mut queue = std::mem::take(&mut side.queue);
+        let mut progress = false;
+        loop {
+            let mut moved = self.write_server(side, &mut queue);
+            while queue.len() < limit {
+                let Some(out) = side.session.poll_output() else {
+                    break;
+                };
+                moved = true;
+                match out {
+                    Output::Transmit(t) => queue.push(t),
+                    Output::DropTransport { transport } => {
+                        self.write_server(side, &mut queue);
+                        queue.discard(transport);
+                        self.server_output(id, side, Output::DropTransport { transport });
+                    }
+                    out => self.server_output(id, side, out),
+                }
+            }
+            moved |= self.write_server(side, &mut queue);
+            progress |= moved;
+            if !moved {
+                break;
+            }
+        }
+        side.queue = queue;
+        progress
+    }
+
+    /// Writes a server session's queue and reports what the link accepted.
+    fn write_server(&mut self, side: &mut ServerSide, queue: &mut TransmitQueue) -> bool {
+        let current = side.session.transport();
+        let (moved, reports) = self.write_queue(false, queue, current);
+        for (transport, bytes) in reports {
+            side.session
+                .handle_input(self.now, Input::Written { transport, bytes });
+        }
+        moved
+    }
+
     /// Writes a transmit into its transport if the link has room. A transmit
     /// for a closed or unknown transport is dropped, as a failing write would be.
     fn try_write(&mut self, from_client: bool, t: Transmit) -> Result<(), Transmit> {
-        let found = self.conns.iter().position(|c| {
-            if from_client {
-                c.client_tid == t.transport && !c.replay
-            } else {
-                c.server_tid == t.transport
-            }
-        });
-        let Some(ci) = found else {
-            return Ok(());
-        };
-        let c = &mut self.conns[ci];
-        let capacity = c.capacity;
-        let (open, dir) = if from_client {
-            (c.client_open, &mut c.c2s)
-        } else {
-            (c.server_open, &mut c.s2c)
-        };
-        if !open || dir.eof {
-            return Ok(());
-        }
-        if (from_client && c.lost_c2s) || (!from_client && c.lost_s2c) {
-            // Written, then lost on the way.
-            return Ok(());
-        }
         let len = t.len();
-        // One transmit always fits into an empty pipe, as a kernel accepts a
-        // partial write; otherwise wait for room.
-        if dir.in_flight > 0 && dir.in_flight + len > capacity {
-            return Err(t);
+        let lost = match self.link_room(from_client, t.transport) {
+            Room::Gone => return Ok(()),
+            // One transmit always fits into an empty pipe, as a kernel
+            // accepts a partial write; otherwise wait for room.
+            Room::Free(room) | Room::Lost(room)
+                if room < len && !self.link_empty(from_client, t.transport) =>
+            {
+                return Err(t)
+            }
+            Room::Free(_) => false,
+            Room::Lost(_) => true,
+        };
+        if lost {
+            self.link_lose(from_client, t.transport, len);
+            return Ok(());
         }
         let mut bytes = Vec::with_capacity(len);
         t.write_to(&mut bytes);
-        keep_recent(&mut dir.history, &bytes);
-        let bytes = Bytes::from(bytes);
+        self.link_push(from_client, t.transport, bytes);
+        Ok(())
+    }
+
+    /// The link's direction from one end of transport `tid`.
+    fn link_dir(
+        &mut self,
+        from_client: bool,
+        tid: TransportId,
+    ) -> Option<(usize, bool, bool, &mut Dir)> {
+        let ci = self.conns.iter().position(|c| {
+            if from_client {
+                c.client_tid == tid && !c.replay
+            } else {
+                c.server_tid == tid
+            }
+        })?;
+        let c = &mut self.conns[ci];
+        let capacity = c.capacity;
+        Some(if from_client {
+            (capacity, c.client_open, c.lost_c2s, &mut c.c2s)
+        } else {
+            (capacity, c.server_open, c.lost_s2c, &mut c.s2c)
+        })
+    }
+
+    /// What a write to `tid` would find.
+    fn link_room(&mut self, from_client: bool, tid: TransportId) -> Room {
+        match self.link_dir(from_client, tid) {
+            None => Room::Gone,
+            Some((_, open, _, dir)) if !open || dir.eof => Room::Gone,
+            // Written, then lost on the way, while the buffer has room.
+            Some((capacity, _, true, dir)) => Room::Lost(capacity.saturating_sub(dir.in_flight)),
+            Some((capacity, _, _, dir)) => Room::Free(capacity.saturating_sub(dir.in_flight)),
+        }
+    }
+
+    /// Written bytes the direction loses: they fill its buffer for good.
+    fn link_lose(&mut self, from_client: bool, tid: TransportId, len: usize) {
+        if let Some((_, _, _, dir)) = self.link_dir(from_client, tid) {
+            dir.in_flight += len;
+        }
+    }
+
+    fn link_empty(&mut self, from_client: bool, tid: TransportId) -> bool {
+        self.link_dir(from_client, tid)
+            .is_some_and(|(_, _, _, dir)| dir.in_flight == 0)
+    }
+
+    /// Puts written bytes on the link, in chunks with delays.
+    fn link_push(&mut self, from_client: bool, tid: TransportId, bytes: Vec<u8>) {
+        let max_chunk = self.link.max_chunk as u64;
+        let (lat_min, lat_max) = (
+            self.link.latency_min.as_micros() as u64,
+            self.link.latency_max.as_micros() as u64,
+        );
+        let now = self.now;
+        let mut draws = Vec::new();
         let mut off = 0;
         while off < bytes.len() {
-            let n = (self.rng.range(1, self.link.max_chunk as u64) as usize).min(bytes.len() - off);
-            let lat = self.rng.range(
-                self.link.latency_min.as_micros() as u64,
-                self.link.latency_max.as_micros() as u64,
-            );
-            let mut at = self.now + Duration::from_micros(lat);
+            let n = (self.rng.range(1, max_chunk) as usize).min(bytes.len() - off);
+            let lat = self.rng.range(lat_min, lat_max);
+            draws.push((n, lat));
+            off += n;
+        }
+        let Some((_, _, _, dir)) = self.link_dir(from_client, tid) else {
+            return;
+        };
+        keep_recent(&mut dir.history, &bytes);
+        let len = bytes.len();
+        let bytes = Bytes::from(bytes);
+        let mut off = 0;
+        for (n, lat) in draws {
+            let mut at = now + Duration::from_micros(lat);
             if let Some(last) = dir.last_at {
                 at = at.max(last);
             }
@@ -1045,7 +1342,6 @@ impl Pair {
             off += n;
         }
         dir.in_flight += len;
-        Ok(())
     }
 
     fn connect(&mut self, tid: TransportId) {
@@ -1363,7 +1659,8 @@ impl Pair {
                 }
                 let info = self.link.declared;
                 match self.set.admit(now, tid, info, hello, &mut self.entropy) {
-                    Admission::Fresh(session) => {
+                    Admission::Fresh(mut session) => {
+                        session.set_reports_written(self.batch.is_some());
                         let id = session.session_id().unwrap_or(SessionId([0; 16]));
                         self.conns[ci].owner = Some(id);
                         self.servers.insert(
@@ -1372,6 +1669,7 @@ impl Pair {
                                 session: *session,
                                 app: App::new(self.server_app_cfg.clone()),
                                 held: None,
+                                queue: TransmitQueue::new(),
                             },
                         );
                     }
@@ -1451,9 +1749,12 @@ impl Pair {
                 };
                 let c = &mut self.conns[ci];
                 c.blackholed = true;
+                // The bytes in flight vanish, but the dead connection's
+                // buffers stay full, as a kernel's do: until a side learns,
+                // its writes block instead of being taken and lost too (a
+                // crash loses at most what the implicit bound covers).
                 for d in [&mut c.c2s, &mut c.s2c] {
                     d.queue.clear();
-                    d.in_flight = 0;
                     d.eof = false;
                 }
                 let tid = c.client_tid;
@@ -1540,9 +1841,12 @@ impl Pair {
                 };
                 let c = &mut self.conns[ci];
                 c.blackholed = true;
+                // The bytes in flight vanish, but the dead connection's
+                // buffers stay full, as a kernel's do: until a side learns,
+                // its writes block instead of being taken and lost too (a
+                // crash loses at most what the implicit bound covers).
                 for d in [&mut c.c2s, &mut c.s2c] {
                     d.queue.clear();
-                    d.in_flight = 0;
                     d.eof = false;
                 }
                 if let Some(ms) = server_notice_ms {
@@ -1560,8 +1864,9 @@ impl Pair {
                         c.lost_s2c = true;
                         &mut c.s2c
                     };
+                    // Lost from now on, but the sender's buffer still fills
+                    // (nothing acknowledges it): writes then block.
                     d.queue.clear();
-                    d.in_flight = 0;
                 }
             }
             Fault::CrashInBackoff => {
