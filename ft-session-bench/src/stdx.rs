@@ -3,8 +3,9 @@
 //! `FtListener::from_incoming` over the bench's sockets, set up as
 //! `FtStream::connect` / `FtListener::bind` set up theirs). A thread per
 //! connection on the server, per client on the client side. With `--pin`
-//! the server's threads run on core 1 and the client's on core 0 (threads a
-//! session starts inherit the pinning of the thread that starts it).
+//! the server's threads run on core 1 and the client's on core 0; the
+//! sessions themselves run on the adapter's process-wide I/O threads, which
+//! inherit the pinning of the thread that first used the adapter.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -167,12 +168,12 @@ impl Net for StdNet {
     }
 
     fn max_conns(&self) -> (usize, &'static str) {
-        // Each std session end runs three threads (driver, reader, writer)
-        // and the bench one per connection and client: 10,000 sessions would
-        // need some 80,000 threads, past the kernel's map count per process.
+        // The bench runs a blocking thread per connection and per client
+        // (the sessions have none of their own): 10,000 sessions would need
+        // some 20,000 threads with their stacks.
         (
             1000,
-            "std runs three threads per session end; more than 1,000 sessions exceed this machine's thread and mapping limits",
+            "the std bench runs a thread per connection end; more than 1,000 sessions exceed this machine's thread and mapping limits",
         )
     }
 

@@ -10,8 +10,8 @@
 //!   implicit (no-ack) policy, whose socket buffers are pinned to
 //!   [`DEFAULT_IMPLICIT_SOCKET_BUFFER`]; the raw baseline pins the same size.
 //! * `connect/raw_tcp` vs `connect/ft_session`: TCP connect alone vs
-//!   `FtStream::connect` (TCP connect, session handshake, the session's
-//!   threads).
+//!   `FtStream::connect` (TCP connect and session handshake, each hop
+//!   through the adapter's I/O threads).
 //!
 //! Connections are made once per benchmark function; an iteration is one
 //! 256 MiB transfer, timed from the first write until the receiver has read

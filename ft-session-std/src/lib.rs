@@ -8,15 +8,35 @@
 //! blocking pattern of *Session-Based Fault-Tolerant Design Patterns*: one
 //! thread per connection, a socket-like API.
 //!
-//! The protocol lives in [`ft_session_core`]; this crate only moves bytes and
-//! time. Per session a **driver** thread runs the core's timers (heartbeats,
-//! dead links, backoff, expiry) even while the application is blocked or not
-//! reading, and each transport has a **reader** and a **writer** thread.
-//! The listener's threads give each new transport to the core's
-//! [`Endpoint`](ft_session_core::Endpoint), which routes resumes to parked
-//! sessions whether or not the application calls `accept`; each handshake
-//! runs in its own thread, bounded by the handshake timeout, at most
-//! `Config::max_pending_handshakes` at once.
+//! The protocol lives in [`ft_session_core`]; the data path is the one of
+//! every adapter, `ft_session_async`'s driver (the same code runs under
+//! `ft-session-tokio` and `ft-session-smol`): one task per session owns its
+//! transport, reads and writes it and runs the core's timers (heartbeats,
+//! dead links, backoff, expiry), and the listener's tasks give each new
+//! transport to the core's [`Endpoint`](ft_session_core::Endpoint), which
+//! routes resumes to parked sessions whether or not the application calls
+//! `accept`, at most `Config::max_pending_handshakes` handshakes at once.
+//!
+//! Those tasks run on a small process-wide executor: a few background **I/O
+//! threads** (by default one per core, at most two; the environment
+//! variable `FT_SESSION_STD_THREADS` sets 1 to 64), started on first use,
+//! with async-io's reactor (the `polling` crate: epoll, kqueue...) and
+//! sockets made non-blocking. A session has no thread of its own, and
+//! neither has a connect attempt or a handshake. The application's blocking
+//! calls (`read`, `write`, `flush`, `shutdown`, `close`, `accept`) run on the
+//! caller's thread: they take bytes from or give bytes to the session and
+//! park the thread until the driver wakes it, honouring the read and write
+//! timeouts. TCP dialing and accepting (with pinned buffers for the implicit
+//! policy) is the smol adapter's, on the same reactor.
+//!
+//! Transports from [`FtStream::connect_with`] and
+//! [`FtListener::from_incoming`]: a `TcpStream`, a `UnixStream` or
+//! [`TransportHalves`] split from a `TcpStream` are driven the same way.
+//! Any other transport (TLS through [`Locked`], a user's own halves) stays
+//! blocking: it costs a reader and a writer thread per transport, and a
+//! thread handoff per read and per write. The connector itself is blocking
+//! too, so it runs on a thread of a shared blocking pool for each attempt,
+//! and `from_incoming`'s iterator on a thread of its own per listener.
 //!
 //! Reads and writes never report a transient transport failure; they fail
 //! only when the session is lost, with an [`std::io::Error`] wrapping the
@@ -44,11 +64,11 @@
 //! | `flush` | every byte written so far is in a live transport (written into the kernel's send buffer); waits across a reconnect | as `TcpStream::flush`: nothing left in this process for the kernel to take | the write timeout, if set (`WouldBlock`) |
 //! | `shutdown(Write)` | the FIN was sent and the peer **session acknowledged every byte** before it (both release policies acknowledge a FIN) | the peer session has the whole stream; this side can still read | the close timeout: `TimedOut`, the session goes on |
 //! | [`FtStream::close`] / [`FtStream::close_timeout`] | the CLOSE exchange finished and the last CLOSE frame was written; unread input is discarded | both sessions know every byte arrived both ways | the close timeout (default `max_reconnect_time`): then the session is aborted and the call fails with `TimedOut` |
-//! | drop | nothing | – | the background close (unread input discarded), bounded by the close timeout, then abort; the session's threads end and it is freed either way |
+//! | drop | nothing | – | the background close (unread input discarded), bounded by the close timeout, then abort; the session's task ends and it is freed either way |
 //!
 //! An error instead of `Ok` means the guarantee does not hold: the bytes may
 //! not have arrived. If the process exits before a background close
-//! finished, its threads die with it: bytes that a returned `shutdown` or
+//! finished, the I/O threads die with it: bytes that a returned `shutdown` or
 //! `close` confirmed are in the peer session; the rest may be lost, and the
 //! peer's session expires after `max_reconnect_time`. So `write_all`,
 //! `shutdown(Write)?`, drop delivers every byte even if the process exits
@@ -68,8 +88,10 @@
 //!   [`DEFAULT_IMPLICIT_SOCKET_BUFFER`], 256 KiB requested). Linux doubles
 //!   the request; the effective size read back on each socket is what the
 //!   core uses and announces to the peer.
-//! * The writer thread holds at most one frame the kernel has not taken, and
-//!   that frame is added to the reported send buffer.
+//! * The session's driver holds at most one frame the kernel has not taken
+//!   (a blocking transport's writer thread reports a write done only once
+//!   it is in the kernel), and that frame is added to the reported send
+//!   buffer.
 //! * A proxy or relay on the path holds bytes neither kernel sees: declare
 //!   them with [`SocketOptions::middlebox_in_flight`] on both sides.
 //! * [`FtStream::connect_with`] and [`FtListener::from_incoming`] cannot
@@ -119,13 +141,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod driver;
-mod entropy;
 mod listener;
+mod runtime;
 mod stream;
+mod threaded;
 mod transport;
 
-pub use entropy::OsEntropy;
+pub use ft_session_async::OsEntropy;
 pub use ft_session_core::TransportInfo;
 pub use ft_session_core::{
     Config, ReleasePolicy, SessionError, SessionId, SessionState, SetCounts, Stats,

@@ -1,12 +1,18 @@
-//! What a session runs over: anything that can be read, written and shut
-//! down from separate threads.
+//! What a session runs over. TCP and Unix streams are driven without
+//! blocking by the I/O threads (`crate::runtime`); any other transport is
+//! a pair of blocking halves, served by a reader and a writer thread of its
+//! own (`crate::threaded`).
 
+use std::any::Any;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 
+use ft_session_async::BoxTransport;
 use ft_session_core::TransportInfo;
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use smol::Async;
 
 /// Shuts a transport down from any thread; used to unblock its reader and
 /// writer when the session drops it.
@@ -21,6 +27,12 @@ pub trait SocketControl: Send + Sync + 'static {
     fn peer_addr(&self) -> io::Result<SocketAddr>;
     /// Sets `TCP_NODELAY`.
     fn set_nodelay(&self, nodelay: bool) -> io::Result<()>;
+    /// The `TcpStream` itself, if this is one: [`TransportHalves`] made by
+    /// `TcpStream::split` are then driven without their threads.
+    #[doc(hidden)]
+    fn tcp_stream(&self) -> Option<&TcpStream> {
+        None
+    }
 }
 
 impl SocketControl for TcpStream {
@@ -35,13 +47,19 @@ impl SocketControl for TcpStream {
     fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         TcpStream::set_nodelay(self, nodelay)
     }
+
+    fn tcp_stream(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
 }
 
 /// A shared handle on a transport's socket.
 pub type SocketRef = Arc<dyn SocketControl>;
 
-/// A transport split for the adapter's threads: one reads, one writes, and
-/// `shutdown` unblocks both.
+/// A transport as two blocking halves: one thread reads, one writes, and
+/// `shutdown` unblocks both. Halves made by `TcpStream::split` (their
+/// `socket` is the `TcpStream`) are driven like a `TcpStream`, without
+/// threads; any others get a reader and a writer thread per transport.
 pub struct TransportHalves {
     /// Read side, owned by the transport's reader thread.
     pub reader: Box<dyn Read + Send>,
@@ -68,9 +86,13 @@ impl std::fmt::Debug for TransportHalves {
 /// A byte-stream transport the session can run over: TCP, Unix sockets, or
 /// any `Read + Write` wrapped in [`Locked`] (e.g. a TLS stream).
 ///
-/// The adapter reads and writes a transport from two threads at once (so a
-/// long write never stops heartbeats and acknowledgments from being read),
-/// hence the split.
+/// A `TcpStream`, a `UnixStream`, or [`TransportHalves`] split from a
+/// `TcpStream` are made non-blocking and driven by the adapter's I/O threads
+/// like every other session: no thread of their own. Any other transport is
+/// [`split`](Transport::split) and read and written from two threads of its
+/// own (so a long write never stops heartbeats and acknowledgments from
+/// being read): two threads per transport, and a thread handoff per read and
+/// per write.
 pub trait Transport: Send + 'static {
     /// Splits the transport into independent halves.
     fn split(self) -> io::Result<TransportHalves>;
@@ -198,74 +220,179 @@ impl<T: Read + Write + Send + 'static> Transport for Locked<T> {
 // shared by every adapter: it lives in the core.
 pub use ft_session_core::{SocketOptions, DEFAULT_IMPLICIT_SOCKET_BUFFER};
 
-/// Sets both kernel buffers of a socket not yet connected or listening.
-pub(crate) fn pin_buffers(socket: &Socket, size: usize) -> io::Result<()> {
-    socket.set_send_buffer_size(size)?;
-    socket.set_recv_buffer_size(size)
+/// A transport opened for a session, as the shared driver takes it.
+pub(crate) struct Opened {
+    pub(crate) transport: BoxTransport,
+    pub(crate) info: TransportInfo,
+    pub(crate) socket: Option<ft_session_async::SocketRef>,
+    pub(crate) peer: Option<SocketAddr>,
 }
 
-/// A TCP stream split for the adapter; with `pinned`, its effective buffer
-/// sizes (read back now: an accepted socket inherits the listener's pinned
-/// sizes) plus `middlebox` go into [`TransportHalves::info`]. Unpinned
-/// sockets report nothing: an autotuned size read at connect would be a
-/// guessed, too small bound.
-pub(crate) fn tcp_halves(
-    stream: TcpStream,
-    pinned: bool,
-    middlebox: u64,
-) -> io::Result<TransportHalves> {
-    let sizes = if pinned {
-        let s = SockRef::from(&stream);
-        Some((s.send_buffer_size()?, s.recv_buffer_size()?))
-    } else {
-        None
-    };
-    let info = SocketOptions::new()
-        .middlebox_in_flight(middlebox)
-        .transport_info(sizes);
-    let mut halves = stream.split()?;
-    halves.info = info;
-    Ok(halves)
+/// Takes the transport out of `slot` if it is a `T`.
+fn take<T: 'static>(slot: &mut dyn Any) -> Option<T> {
+    slot.downcast_mut::<Option<T>>().and_then(Option::take)
 }
 
-/// Connects a new TCP socket to `addr`, its buffers pinned to `pin` first.
-pub(crate) fn connect_pinned(
-    addr: &SocketAddr,
-    pin: Option<usize>,
-    timeout: std::time::Duration,
-) -> io::Result<TcpStream> {
-    let Some(size) = pin else {
-        return TcpStream::connect_timeout(addr, timeout);
-    };
-    let socket = Socket::new(
-        Domain::for_address(*addr),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    // Before connect: the SYN carries the window scale for this size, and
-    // setting it turns autotuning off for the connection's whole life.
-    pin_buffers(&socket, size)?;
-    socket.connect_timeout(&(*addr).into(), timeout)?;
-    Ok(socket.into())
-}
-
-/// Binds a TCP listener whose accepted sockets inherit pinned buffers.
-pub(crate) fn listen_pinned(addr: &SocketAddr, pin: Option<usize>) -> io::Result<TcpListener> {
-    let Some(size) = pin else {
-        return TcpListener::bind(addr);
-    };
-    let socket = Socket::new(
-        Domain::for_address(*addr),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    // Like std's `TcpListener::bind` on Unix: a restarted server can rebind
-    // while old connections sit in TIME_WAIT.
+/// Makes a user's transport something the shared driver can drive: sockets
+/// it knows go to the reactor, anything else to a reader and a writer
+/// thread. Blocking (it may register with the reactor or start threads), so
+/// it runs on the caller's or a blocking thread, never on an I/O thread.
+pub(crate) fn open<T: Transport>(t: T) -> io::Result<Opened> {
+    let mut slot = Some(t);
+    if let Some(tcp) = take::<TcpStream>(&mut slot) {
+        return native_tcp(tcp, TransportInfo::default());
+    }
     #[cfg(unix)]
-    socket.set_reuse_address(true)?;
-    // Before listen: accepted sockets copy the listener's buffer sizes.
-    pin_buffers(&socket, size)?;
-    socket.bind(&(*addr).into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
+    if let Some(unix) = take::<std::os::unix::net::UnixStream>(&mut slot) {
+        return Ok(Opened {
+            transport: Box::new(Native(Arc::new(Async::new(unix)?))),
+            info: TransportInfo::default(),
+            socket: None,
+            peer: None,
+        });
+    }
+    let Some(t) = slot else {
+        return Err(io::Error::other("transport already taken"));
+    };
+    let halves = t.split()?;
+    if let Some(tcp) = halves.socket.as_ref().and_then(|s| s.tcp_stream()) {
+        // The halves are clones of this socket: drive it, drop them.
+        let tcp = tcp.try_clone()?;
+        return native_tcp(tcp, halves.info);
+    }
+    let info = halves.info;
+    let socket = halves.socket.clone().map(|s| {
+        let s: ft_session_async::SocketRef = Arc::new(UserSocket(s));
+        s
+    });
+    let peer = socket.as_ref().and_then(|s| s.peer_addr().ok());
+    Ok(Opened {
+        transport: crate::threaded::spawn(halves)?,
+        info,
+        socket,
+        peer,
+    })
+}
+
+fn native_tcp(tcp: TcpStream, info: TransportInfo) -> io::Result<Opened> {
+    // The handshake is small and must not wait for Nagle; the session
+    // applies its own setting once it owns the socket.
+    tcp.set_nodelay(true)?;
+    let peer = tcp.peer_addr().ok();
+    let io = Arc::new(Async::new(tcp)?);
+    let socket: ft_session_async::SocketRef = Arc::new(NativeSocket(io.clone()));
+    Ok(Opened {
+        transport: Box::new(Native(io)),
+        info,
+        socket: Some(socket),
+        peer,
+    })
+}
+
+/// A socket the shutdown of which ends the connection even while the user
+/// holds other handles on it.
+trait Shut {
+    fn shut(&self);
+}
+
+impl Shut for TcpStream {
+    fn shut(&self) {
+        // Already shut down or reset: nothing to do.
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+#[cfg(unix)]
+impl Shut for std::os::unix::net::UnixStream {
+    fn shut(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+/// A non-blocking socket on the reactor, as a futures-io transport. When
+/// the driver lets go of it the connection is shut down (a user's clone of
+/// the socket must not keep a dropped transport open, as with the blocking
+/// halves' `shutdown`).
+struct Native<T: Shut>(Arc<Async<T>>);
+
+impl<T: Shut> Drop for Native<T> {
+    fn drop(&mut self) {
+        self.0.get_ref().shut();
+    }
+}
+
+impl<T: Shut> futures_io::AsyncRead for Native<T>
+where
+    for<'a> &'a T: Read,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: Shut> futures_io::AsyncWrite for Native<T>
+where
+    for<'a> &'a T: Write,
+{
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_close(cx)
+    }
+}
+
+/// A reactor TCP socket's addresses and `TCP_NODELAY`.
+struct NativeSocket(Arc<Async<TcpStream>>);
+
+impl ft_session_async::SocketControl for NativeSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().peer_addr()
+    }
+
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.0.get_ref().set_nodelay(nodelay)
+    }
+}
+
+/// A user's [`SocketRef`] as the shared driver's socket handle.
+struct UserSocket(SocketRef);
+
+impl ft_session_async::SocketControl for UserSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.peer_addr()
+    }
+
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.0.set_nodelay(nodelay)
+    }
 }
