@@ -140,8 +140,9 @@ pub enum Fault {
     /// client backs off the server learns of the loss.
     CrashInBackoff,
     /// The next transport's server end first receives stale bytes from an
-    /// older transport (bytes the server already received on it), before the
-    /// client's own: its handshake reader must not admit them.
+    /// older transport (the first bytes the server received on it, whose
+    /// first message it already processed), before the client's own: its
+    /// handshake reader must not admit them.
     StaleHandshake,
     /// The resume before the last one is replayed on a new transport, after
     /// the newer one was seen: an old resume overtaking a newer one.
@@ -480,6 +481,9 @@ struct Conn {
     owner: Option<SessionId>,
     /// A pure replay transport with no client end.
     replay: bool,
+    /// The server's reader read the client's own first message from the
+    /// start of this transport and handed it to the set.
+    hello_read: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1369,6 +1373,7 @@ impl Pair {
             reader: None,
             owner: None,
             replay: false,
+            hello_read: false,
         });
         let conn = self.conns.len() - 1;
         self.pending.push((at, Pending::ConnectDone { conn }));
@@ -1508,10 +1513,13 @@ impl Pair {
                     // Stale bytes of an older transport reach the new reader
                     // first; what the server already received there must not
                     // be admitted again.
+                    // Without `written`: the first bytes of the last
+                    // transport whose first message the set was handed, so
+                    // the stale hello is one the server already processed.
                     let stale = self.conns[..conn]
                         .iter()
                         .rev()
-                        .filter(|o| !o.replay)
+                        .filter(|o| !o.replay && (written || o.hello_read))
                         .map(|o| {
                             if written {
                                 &o.c2s.history
@@ -1647,6 +1655,7 @@ impl Pair {
                 // is fresh, and admitting it is right; admitting one at or
                 // below an attempt already seen is a replay.
                 let mut seen_before = None;
+                self.conns[ci].hello_read = !replay;
                 if let crate::frame::ClientHello::Resume(r) = &hello {
                     if !replay {
                         let mut b = bytes::BytesMut::new();
@@ -1829,6 +1838,7 @@ impl Pair {
                     reader: Some(HandshakeReader::new(now, self.set.config())),
                     owner: None,
                     replay: true,
+                    hello_read: false,
                 });
                 let ci = self.conns.len() - 1;
                 self.hand_over(ci, true, &bytes);
