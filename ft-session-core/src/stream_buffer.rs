@@ -118,6 +118,21 @@ mod tests {
     }
 
     #[test]
+    fn empty_and_zero_length_slices() {
+        let mut b = StreamBuffer::new();
+        assert!(b.is_empty());
+        b.push(Bytes::from_static(b"abc"));
+        assert!(!b.is_empty(), "three bytes retained");
+        assert!(b.slice(0, 0).is_none(), "a zero-length slice is nothing");
+        assert_eq!(b.release_to(2), 2);
+        assert!(!b.is_empty(), "one byte still retained");
+        assert_eq!(&b.slice(2, 1).unwrap()[..], b"c");
+        assert_eq!(b.release_to(3), 1);
+        assert!(b.is_empty());
+        assert!(b.slice(3, 1).is_none());
+    }
+
+    #[test]
     fn slice_shares_memory() {
         let mut b = StreamBuffer::new();
         let chunk = Bytes::from(vec![1u8; 1000]);

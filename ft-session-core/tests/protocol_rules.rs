@@ -3219,3 +3219,140 @@ fn hole_8_injected_reject_on_a_resume_is_retried_not_final() {
     n.pump();
     assert_eq!(read_all(n.s(0)), b" after");
 }
+
+// ---- connection-set bookkeeping (mutation survivors) ----
+
+#[test]
+fn set_counts_parked_bytes_and_unproven_while_parked_and_clears_them_on_resume() {
+    let mut n = up();
+    n.add_client(Config::default(), TransportInfo::default());
+    n.pump();
+    // Client 0 proves itself with payload; client 1 only said HELLO.
+    n.c(0).write(b"proof").unwrap();
+    n.pump();
+    assert_eq!(read_all(n.s(0)), b"proof");
+    // Both servers hold bytes their clients never got.
+    n.s2c = cut;
+    n.s(0).write(&pattern(1000)).unwrap();
+    n.s(1).write(&pattern(300)).unwrap();
+    n.pump();
+    n.s2c = pass;
+    n.accept = false;
+    n.kill(0);
+    n.kill(1);
+    assert_eq!(n.s(0).state(), SessionState::Parked);
+    assert_eq!(n.s(1).state(), SessionState::Parked);
+    assert_eq!((n.s(0).retained(), n.s(1).retained()), (1000, 300));
+    let c = n.set.counts();
+    assert_eq!((c.attached, c.parked), (0, 2));
+    assert_eq!(c.parked_bytes, 1300, "what the parked sessions retain");
+    assert_eq!(c.parked_unproven, 1, "only client 1 never proved anything");
+    // Both come back: nothing is parked any more, and the bytes are delivered.
+    n.accept = true;
+    n.run_until(n.at(secs(3)));
+    assert_eq!(n.c(0).state(), SessionState::Established);
+    assert_eq!(n.c(1).state(), SessionState::Established);
+    let c = n.set.counts();
+    assert_eq!((c.attached, c.parked), (2, 0));
+    assert_eq!((c.parked_bytes, c.parked_unproven), (0, 0));
+    assert_eq!(read_all(n.c(0)), pattern(1000));
+    assert_eq!(read_all(n.c(1)), pattern(300));
+}
+
+#[test]
+fn tombstones_of_sessions_that_proved_nothing_have_their_own_quota() {
+    let mut s = Config::default();
+    s.max_parked_unproven = 1;
+    let mut n = up_with(Config::default(), s);
+    n.add_client(Config::default(), TransportInfo::default());
+    n.add_client(Config::default(), TransportInfo::default());
+    n.pump();
+    // Session 0 closes cleanly (a FIN and CLOSE exchange: proven).
+    n.c(0).close();
+    n.pump();
+    let slog = n.slog(0).clone();
+    assert_closed_ok(n.s(0), &slog);
+    assert_eq!(n.set.counts().closed, 1);
+    // Sessions 1 and 2 never proved anything and end with an error: their
+    // tombstones share a quota of one, the oldest goes first.
+    n.s(1).abort(0);
+    n.pump();
+    assert_eq!(n.set.counts().closed, 2);
+    n.s(2).abort(0);
+    n.pump();
+    assert!(n.s(2).is_finished());
+    assert_eq!(
+        n.set.counts().closed,
+        2,
+        "the proven tombstone and one unproven"
+    );
+    // The proven one is still answered with how it ended (authenticated).
+    let m = n.resume_msg(0, 9, 0, 0);
+    let reply = n.raw_connect(&m).unwrap();
+    assert!(
+        matches!(
+            decode_reply(&reply),
+            ServerReply::Ended {
+                code: Code::SessionClosed,
+                ..
+            }
+        ),
+        "{:?}",
+        decode_reply(&reply)
+    );
+    // Session 1's was forgotten: unknown; session 2's remains.
+    let m = n.resume_msg(1, 9, 0, 0);
+    let reply = n.raw_connect(&m).unwrap();
+    assert_eq!(
+        decode_reply(&reply),
+        decode_reply(&reject_bytes(Code::UnknownSession, 0))
+    );
+    let m = n.resume_msg(2, 9, 0, 0);
+    let reply = n.raw_connect(&m).unwrap();
+    assert!(matches!(decode_reply(&reply), ServerReply::Ended { .. }));
+}
+
+/// Implicit policy: a resume re-reserves the session's share from the new
+/// transport's sizes, and the session's own old share does not count
+/// against it (a budget of exactly one share lets it come back).
+#[test]
+fn implicit_reservation_follows_the_resume_and_a_full_budget_lets_its_owner_back() {
+    let implicit = || {
+        let mut c = Config::default();
+        c.release_policy = ReleasePolicy::Implicit;
+        c
+    };
+    let info = |recv| TransportInfo {
+        send_buffer: Some(64 * 1024),
+        recv_buffer: Some(recv),
+    };
+    let server_info = info(64 * 1024);
+    let share = {
+        let n = Net::with_info(implicit(), info(1 << 20), implicit(), server_info);
+        let mut n = n;
+        n.pump();
+        n.set.counts().implicit_reserved
+    };
+    assert!(share > 0);
+    let mut s = implicit();
+    s.implicit_retention_budget = share;
+    let mut n = Net::with_info(implicit(), info(1 << 20), s, server_info);
+    n.pump();
+    assert_eq!(n.s(0).state(), SessionState::Established);
+    assert_eq!(n.set.counts().implicit_reserved, share);
+    // The next transport announces a smaller receive buffer.
+    n.clients[0].info = info(256 * 1024);
+    n.kill(0);
+    n.run_until(n.at(secs(3)));
+    assert_eq!(
+        n.c(0).state(),
+        SessionState::Established,
+        "{:?}",
+        n.c(0).error()
+    );
+    assert_eq!(n.s(0).stats().resumes, 1);
+    let cap = Config::default().send_buffer_capacity as u64;
+    let now_share = n.s(0).retain_capacity() - cap;
+    assert!(now_share < share, "{now_share} vs {share}");
+    assert_eq!(n.set.counts().implicit_reserved, now_share);
+}
