@@ -313,6 +313,8 @@ pub struct Endpoint {
     /// Every new session reports written bytes (see
     /// [`Session::set_reports_written`]).
     reports_written: bool,
+    /// False while draining: fresh HELLOs are refused, resumes still routed.
+    accepting: bool,
 }
 
 impl Endpoint {
@@ -339,6 +341,7 @@ impl Endpoint {
             next_handle: 0,
             stats: EndpointStats::default(),
             reports_written: false,
+            accepting: true,
         })
     }
 
@@ -407,6 +410,20 @@ impl Endpoint {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Stops (`false`) or restarts admitting new sessions. While stopped, a
+    /// fresh HELLO is refused with REJECT `BUSY` (its client retries with
+    /// backoff within its connect timeout, perhaps on another node) and
+    /// counted in `rejected_handshakes`; resumes are routed as before, so
+    /// existing sessions can finish. This is how a server drains.
+    pub fn set_accepting(&mut self, accepting: bool) {
+        self.accepting = accepting;
+    }
+
+    /// False after `set_accepting(false)`.
+    pub fn is_accepting(&self) -> bool {
+        self.accepting
     }
 
     // ---- inputs ----
@@ -537,6 +554,13 @@ impl Endpoint {
         rest: &[u8],
     ) {
         let now = self.now;
+        if !self.accepting && matches!(hello, ClientHello::Fresh(_)) {
+            let busy = crate::frame::ServerReply::Reject {
+                code: crate::frame::Code::Busy,
+                detail: 0,
+            };
+            return self.reject(transport, Some(busy.to_bytes()));
+        }
         let admission = self
             .set
             .admit(now, transport, info, hello, &mut self.entropy);

@@ -131,6 +131,8 @@ fn reject_code(reply: &[u8]) -> Option<Code> {
         .then(|| Code::from_u16(u16::from_be_bytes([reply[6], reply[7]])))
 }
 
+/// Length of a fresh HELLO on the wire: tag and parameters.
+const HELLO_LEN: usize = 6 + 17;
 /// Length of a RESUME on the wire (PROTOCOL.md 2.2): tag, id, three
 /// counts, parameters, proof (last).
 const RESUME_LEN: usize = 6 + 16 + 3 * 8 + 17 + 32;
@@ -758,6 +760,38 @@ fn strangers_with_garbage_unknown_ids_and_forged_proofs_disturb_nobody() {
         net.run_until(Duration::from_secs(20), Net::all_delivered);
         net.assert_exact();
         assert_eq!(net.clients[0].s.stats().resumes, 1, "nobody disturbed it");
+    }
+}
+
+/// A draining endpoint (`set_accepting(false)`) refuses a fresh HELLO with
+/// REJECT `BUSY` but still routes a parked session's resume; the stream
+/// stays exact.
+#[test]
+fn a_draining_endpoint_refuses_new_sessions_and_still_routes_resumes() {
+    for owner in OWNERS {
+        let mut net = Net::new(owner, config(), 200_000);
+        net.add_client(200_000);
+        net.run_until(Duration::from_secs(5), |n| n.clients[0].got.len() > 20_000);
+        let first = *net.clients[0].wire.keys().min().unwrap();
+        let hello = net.clients[0].wire[&first][..HELLO_LEN].to_vec();
+        net.ep.set_accepting(false);
+        assert!(!net.ep.is_accepting());
+        let before = net.ep.stats();
+        let fresh = net.stranger(&hello);
+        assert!(net.dropped.contains(&fresh));
+        assert_eq!(reject_code(&net.from_server[&fresh]), Some(Code::Busy));
+        let after = net.ep.stats();
+        assert_eq!(after.accepted, before.accepted, "no new session");
+        assert_eq!(after.rejected_handshakes, before.rejected_handshakes + 1);
+        net.crash(0, true, true);
+        net.run_until(Duration::from_secs(20), Net::all_delivered);
+        net.assert_exact();
+        assert_eq!(
+            net.clients[0].s.stats().resumes,
+            1,
+            "resumed while draining"
+        );
+        assert_eq!(net.ep.stats().accepted, 1);
     }
 }
 
