@@ -12,6 +12,9 @@
 //!   each first message under its deadline (at most
 //!   `Config::max_pending_handshakes` at once), starts fresh sessions for
 //!   [`Listener::accept`] and routes resumes to parked sessions by itself.
+//!   [`Listener::drain`] stops admitting new sessions and waits until the
+//!   existing ones have ended, still serving their resumes. Both
+//!   [`connect`] and [`Listener::new`] refuse an invalid `Config`.
 //! - [`ConnectFn`] and [`AcceptStream`] turn functions and streams of
 //!   futures-io transports (smol's, async-std's) into those two sources.
 //! - [`FtStream`] is the application's end: reads, writes, flush
@@ -90,7 +93,7 @@
 //! # async fn main() -> std::io::Result<()> {
 //! let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let addr = tcp.local_addr()?;
-//! let listener = ft_session_async::Listener::new(Rt, Config::default(), Tcp(tcp));
+//! let listener = ft_session_async::Listener::new(Rt, Config::default(), Tcp(tcp))?;
 //! let connector = move || -> ft_session_async::ConnectFuture {
 //!     Box::pin(async move {
 //!         let s = tokio::net::TcpStream::connect(addr).await?;

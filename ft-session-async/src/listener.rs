@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use ft_session_core::{
     Config, Delivery, Endpoint, EndpointInput, EndpointOutput, EndpointStats, Entropy, Event,
-    Session, SessionHandle, SetCounts, TransportId,
+    Session, SessionHandle, TransportId,
 };
 
 use crate::driver::{Driver, Routing, ServerLink};
@@ -37,8 +37,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 enum Fate {
     /// Close it, after writing the reply (a REJECT) if there is one.
     Close,
-    /// It carries this new session.
-    Fresh(SessionHandle, Arc<Handle>),
+    /// It carries this new session, counted as running from here on.
+    Fresh(SessionHandle, Arc<Handle>, RunningGuard),
     /// It resumes this session.
     Resume(Arc<Handle>, Delivery),
 }
@@ -49,6 +49,47 @@ struct Pending {
     waker: Option<Waker>,
     reply: Vec<u8>,
     fate: Option<Fate>,
+}
+
+/// The listener's session drivers still running, for `drain` (a leaf lock).
+#[derive(Default)]
+struct Running {
+    state: Mutex<RunningState>,
+}
+
+#[derive(Default)]
+struct RunningState {
+    count: usize,
+    /// `drain` waits here for `count` to reach 0.
+    waiters: Vec<Waker>,
+}
+
+/// Held by a session from its admission until its driver task ends (or the
+/// runtime drops it): while one exists, the listener is not drained.
+struct RunningGuard(Arc<Running>);
+
+impl RunningGuard {
+    fn new(running: &Arc<Running>) -> RunningGuard {
+        lock(&running.state).count += 1;
+        RunningGuard(running.clone())
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        let waiters = {
+            let mut st = lock(&self.0.state);
+            st.count -= 1;
+            if st.count == 0 {
+                std::mem::take(&mut st.waiters)
+            } else {
+                Vec::new()
+            }
+        };
+        for w in waiters {
+            w.wake();
+        }
+    }
 }
 
 /// The endpoint and what the listener's tasks need to act on its outputs.
@@ -62,6 +103,7 @@ struct Server {
     timer: Option<Waker>,
     armed: Option<Instant>,
     closed: bool,
+    running: Arc<Running>,
 }
 
 impl Server {
@@ -91,7 +133,8 @@ impl Server {
                     };
                     let handle = Handle::new(s);
                     self.sessions.insert(session, handle.clone());
-                    self.decide(transport, Fate::Fresh(session, handle));
+                    let running = RunningGuard::new(&self.running);
+                    self.decide(transport, Fate::Fresh(session, handle, running));
                 }
                 EndpointOutput::Deliver { session, delivery } => {
                     let handle = self.sessions.get(&session).cloned();
@@ -132,13 +175,15 @@ struct AcceptQueue {
     /// The accept loop waits here to learn that the listener was dropped.
     loop_waker: Option<Waker>,
     closed: bool,
-    error: Option<io::Error>,
+    /// `stop_accepting` was called: new sessions are closed, not queued.
+    stopped: bool,
 }
 
 struct ListenerShared {
     server: Mutex<Server>,
     queue: Mutex<AcceptQueue>,
     config: Config,
+    running: Arc<Running>,
 }
 
 impl Routing for ListenerShared {
@@ -156,24 +201,34 @@ impl Routing for ListenerShared {
     }
 }
 
-/// Counts of the listener's endpoint, for metrics and tests.
+/// Counts of the listener, for metrics and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ListenerStats {
-    /// The connection set's counts (attached, parked, parked bytes, expired...).
-    pub set: SetCounts,
-    /// Sessions whose driver is still running (their memory is held).
-    pub sessions: usize,
-    /// Everything the endpoint counts (pending, refused and expired handshakes...).
+    /// Everything the endpoint counts: the connection set (`set.attached`,
+    /// `set.parked`, parked bytes, expiries...), the `sessions` it routes
+    /// (until they finish), pending, refused and expired handshakes.
     pub endpoint: EndpointStats,
+    /// Session tasks still running: a session counts from its admission
+    /// until its driver ended (a finished session's driver may still be
+    /// writing its last frames). [`Listener::drain`] waits for 0.
+    pub running: usize,
+    /// False once [`Listener::stop_accepting`] (or `drain`) was called.
+    pub accepting: bool,
 }
 
 /// A server of fault-tolerant sessions over transports from an [`Accept`]
-/// source. Dropping it stops accepting and closes transports still in their
-/// handshake; running sessions go on, but can no longer be resumed.
+/// source.
+///
+/// [`Listener::drain`] stops admitting new sessions and waits until the
+/// existing ones (attached or parked) have ended, while their resumes are
+/// still served. Dropping the listener instead stops accepting transports at
+/// once (a TCP source releases its port) and closes those still in their
+/// handshake: running sessions go on until they end, but a parked one can no
+/// longer be resumed and expires after `max_reconnect_time`.
 pub struct Listener<R: Runtime> {
     shared: Arc<ListenerShared>,
-    _rt: R,
+    rt: R,
 }
 
 impl<R: Runtime> std::fmt::Debug for Listener<R> {
@@ -186,19 +241,14 @@ impl<R: Runtime> std::fmt::Debug for Listener<R> {
 
 impl<R: Runtime> Listener<R> {
     /// Starts accepting from `source` on `rt`; `config` sets the limits and
-    /// the sessions' settings. An invalid `config` leaves the listener closed:
-    /// [`accept`](Self::accept) returns why.
-    pub fn new<A: Accept>(rt: R, config: Config, source: A) -> Self {
+    /// the sessions' settings. An invalid `config` fails here with
+    /// `InvalidInput` ([`SessionError::Config`](ft_session_core::SessionError::Config)),
+    /// before anything is spawned.
+    pub fn new<A: Accept>(rt: R, config: Config, source: A) -> io::Result<Self> {
         let mut seed = [0u8; 32];
         OsEntropy.fill(&mut seed);
-        let (ep, error) = match Endpoint::new(config.clone(), rt.now(), seed) {
-            Ok(ep) => (ep, None),
-            // A closed listener never feeds its endpoint: a default one stands in.
-            Err(e) => match Endpoint::new(Config::default(), rt.now(), seed) {
-                Ok(ep) => (ep, Some(e)),
-                Err(_) => unreachable!("the default configuration validates"),
-            },
-        };
+        let ep = Endpoint::new(config.clone(), rt.now(), seed)?;
+        let running = Arc::new(Running::default());
         let shared = Arc::new(ListenerShared {
             server: Mutex::new(Server {
                 ep,
@@ -207,22 +257,22 @@ impl<R: Runtime> Listener<R> {
                 next_transport: 0,
                 timer: None,
                 armed: None,
-                closed: error.is_some(),
+                closed: false,
+                running: running.clone(),
             }),
             queue: Mutex::new(AcceptQueue {
                 ready: VecDeque::new(),
                 waiters: Vec::new(),
                 loop_waker: None,
-                closed: error.is_some(),
-                error: error.map(io::Error::from),
+                closed: false,
+                stopped: false,
             }),
             config,
+            running,
         });
-        if !lock(&shared.queue).closed {
-            rt.spawn(accept_loop(rt.clone(), shared.clone(), source));
-            rt.spawn(timer_loop(rt.clone(), shared.clone()));
-        }
-        Listener { shared, _rt: rt }
+        rt.spawn(accept_loop(rt.clone(), shared.clone(), source));
+        rt.spawn(timer_loop(rt.clone(), shared.clone()));
+        Ok(Listener { shared, rt })
     }
 
     /// The next new session (resumes never show up here), with the peer's address.
@@ -239,8 +289,11 @@ impl<R: Runtime> Listener<R> {
         if let Some(s) = q.ready.pop_front() {
             return Poll::Ready(Ok(s));
         }
-        if let Some(e) = q.error.take() {
-            return Poll::Ready(Err(e));
+        if q.stopped {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the listener stopped accepting new sessions (drain)",
+            )));
         }
         if q.closed {
             return Poll::Ready(Err(io::Error::new(
@@ -256,12 +309,80 @@ impl<R: Runtime> Listener<R> {
 
     /// Counts of the endpoint and of running sessions.
     pub fn stats(&self) -> ListenerStats {
-        let endpoint = lock(&self.shared.server).ep.stats();
+        let (endpoint, accepting) = {
+            let s = lock(&self.shared.server);
+            (s.ep.stats(), s.ep.is_accepting())
+        };
         ListenerStats {
-            set: endpoint.set,
-            sessions: endpoint.sessions,
             endpoint,
+            running: lock(&self.shared.running.state).count,
+            accepting,
         }
+    }
+
+    /// Stops admitting new sessions, for a server that is about to stop:
+    /// a fresh client is refused with REJECT `BUSY` (it retries with backoff
+    /// within its `connect_timeout`, so a load balancer can send it to
+    /// another node), while resumes are still served, so the sessions
+    /// attached or parked go on until they end. From now on
+    /// [`accept`](Self::accept) fails with `NotConnected`, and sessions
+    /// established but not yet returned by it are closed gracefully.
+    /// Idempotent; the listener keeps its transport source.
+    pub fn stop_accepting(&self) {
+        lock(&self.shared.server).ep.set_accepting(false);
+        let (queued, waiters) = {
+            let mut q = lock(&self.shared.queue);
+            q.stopped = true;
+            (std::mem::take(&mut q.ready), std::mem::take(&mut q.waiters))
+        };
+        // Dropping a stream closes its session in the background.
+        drop(queued);
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// [`stop_accepting`](Self::stop_accepting), then waits until every
+    /// session of this listener has ended and its task finished (its last
+    /// frames written): a parked session can still resume and finish
+    /// meanwhile. Not bounded: see [`drain_timeout`](Self::drain_timeout).
+    /// Cancel-safe: the listener stays stopped; a later call waits again.
+    pub async fn drain(&self) {
+        self.stop_accepting();
+        poll_fn(|cx| self.poll_drained(cx)).await
+    }
+
+    /// [`drain`](Self::drain), bounded: `TimedOut` if sessions still run
+    /// after `timeout` (they go on; [`stats`](Self::stats) counts them, and
+    /// dropping the listener stops serving their resumes).
+    pub async fn drain_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.stop_accepting();
+        let mut timer = self.rt.timer(self.rt.now() + timeout);
+        poll_fn(|cx| {
+            if self.poll_drained(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            match timer.poll_expired(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "sessions still running after the drain timeout",
+                ))),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Ready once no session of this listener runs.
+    fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = lock(&self.shared.running.state);
+        if st.count == 0 {
+            return Poll::Ready(());
+        }
+        if !st.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            st.waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     /// The configuration given to new sessions.
@@ -395,7 +516,7 @@ async fn handshake<R: Runtime>(rt: R, shared: Arc<ListenerShared>, accepted: Acc
             tracing::debug!(?peer, replied = !reply.is_empty(), "handshake refused");
             write_and_close(&mut io, &reply).await;
         }
-        Fate::Fresh(session, handle) => {
+        Fate::Fresh(session, handle, running) => {
             // Not yet reachable by the application or a driver.
             lock(&handle.shared).set_socket(socket, peer);
             tracing::info!(session_id = ?lock(&handle.shared).session.session_id(), ?peer, "session accepted");
@@ -403,9 +524,21 @@ async fn handshake<R: Runtime>(rt: R, shared: Arc<ListenerShared>, accepted: Acc
                 routing: shared.clone(),
                 handle: session,
             };
-            rt.spawn(Driver::server(rt.clone(), handle.clone(), (t, io), link));
+            let driver = Driver::server(rt.clone(), handle.clone(), (t, io), link);
+            rt.spawn(async move {
+                driver.await;
+                drop(running);
+            });
+            let stream = FtStream::new(handle);
             let mut q = lock(&shared.queue);
-            q.ready.push_back((FtStream::new(handle), peer));
+            if q.stopped {
+                // Admitted just before the listener stopped accepting: closed
+                // in the background, as the queued ones were.
+                drop(q);
+                drop(stream);
+                return;
+            }
+            q.ready.push_back((stream, peer));
             for w in q.waiters.drain(..) {
                 w.wake();
             }

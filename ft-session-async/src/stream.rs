@@ -278,9 +278,20 @@ impl FtStream {
     /// Half-close: the peer reads end of stream after everything written;
     /// this side can still read. Ready with `Ok` once the peer session
     /// acknowledged every byte before the FIN (an ACK both release policies
-    /// send for a FIN); with the session's error if it failed first; with
-    /// `TimedOut` if that took longer than the close timeout (the session
-    /// goes on, and a later call waits again).
+    /// send for a FIN) and the FIN itself is in a live transport (written
+    /// and flushed, as a TCP shutdown leaves its FIN to the kernel); with
+    /// the session's error if it failed first; with `TimedOut` if that took
+    /// longer than the close timeout (the session goes on, and a later call
+    /// waits again).
+    ///
+    /// The acknowledgment may predate the FIN (under the Ack policy a peer
+    /// that already acknowledged every byte does not acknowledge the same
+    /// count again), so `Ok` proves every byte is in the peer session, not
+    /// that its end of stream arrived. The FIN is sent again after every
+    /// resume while this session lives; only if this side's driver ends
+    /// (runtime or process gone) and that transport breaks before the FIN
+    /// arrives does the peer, holding every byte, read `Expired` instead of
+    /// end of stream: an error, never a false end or a missing byte.
     ///
     /// Cancel-safe: the half-close is requested by the first poll and stays
     /// requested; polling again only waits.
@@ -289,7 +300,7 @@ impl FtStream {
         if let Some(outcome) = &sh.outcome {
             return Poll::Ready(outcome.clone().map_err(io::Error::from));
         }
-        if sh.session.is_fin_acked() {
+        if sh.session.is_fin_acked() && sh.wire_idle {
             sh.shutdown_deadline = None;
             sh.shutdown_bound = None;
             return Poll::Ready(Ok(()));
@@ -309,6 +320,19 @@ impl FtStream {
             self.handle.wake_driver();
         }
         Poll::Pending
+    }
+
+    /// Requests the half-close without waiting for it (see
+    /// [`FtStream::poll_shutdown`]): the FIN follows the bytes already
+    /// written, sent by the session's driver in the background. What
+    /// dropping Tokio's `OwnedWriteHalf` does, as for `tokio::net`'s.
+    pub fn shutdown_in_background(&self) {
+        let mut sh = lock(&self.handle.shared);
+        if sh.outcome.is_none() {
+            sh.session.shutdown();
+            drop(sh);
+            self.handle.wake_driver();
+        }
     }
 
     /// Closes the session gracefully, bounded by `timeout`: `Ok` once the

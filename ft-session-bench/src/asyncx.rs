@@ -251,7 +251,11 @@ impl<E: Exec> Net for AsyncNet<E> {
                         o,
                         _e: std::marker::PhantomData,
                     };
-                    let listener = ft_session_async::Listener::new(rt.clone(), config, source);
+                    // The bench validated its config; a bad one serves nothing.
+                    let Ok(listener) = ft_session_async::Listener::new(rt.clone(), config, source)
+                    else {
+                        return;
+                    };
                     while let Ok((s, _)) = listener.accept().await {
                         rt.spawn(handle::<E>(Box::new(s), svc.clone()));
                     }

@@ -41,7 +41,7 @@
 //! | `write` | room in the stream buffer | the bytes are the session's: kept until the peer has them, across reconnects | backpressure only | yes: bytes are taken only by a `Ready(Ok(n))` |
 //! | `read` | bytes, end of stream or the session's end | `Ok(0)` is the peer's shutdown or a clean close | – | yes |
 //! | `flush` | every byte written so far is in a live transport (the kernel's send buffer, the transport flushed); waits across a reconnect | as `TcpStream::flush`: nothing left in this process for the kernel to take | fails with the session's error | yes |
-//! | [`FtStream::shutdown`], and futures-io `poll_close` | the FIN was sent and the peer **session acknowledged every byte** before it (both release policies acknowledge a FIN) | the peer session has the whole stream; this side can still read | the close timeout: `TimedOut`, the session goes on | yes: requested by the first poll |
+//! | [`FtStream::shutdown`], and futures-io `poll_close` | the peer **session acknowledged every byte** (both release policies acknowledge a FIN) and the FIN is written to a live transport | the peer session has the whole stream, its end on the way as a TCP FIN in the kernel; this side can still read | the close timeout: `TimedOut`, the session goes on | yes: requested by the first poll |
 //! | [`FtStream::close`] / [`FtStream::close_timeout`] | the CLOSE exchange finished and the last CLOSE was written; unread input is discarded | both sessions know every byte arrived both ways | the close timeout (default `max_reconnect_time`): then the session is aborted and the call fails with `TimedOut` | the close goes on in the background, still bounded |
 //! | drop | nothing | – | the background close, bounded by the close timeout, then abort; the driver ends and the session is freed either way | – |
 //!
@@ -50,6 +50,26 @@
 //! close finished, the driver ends with it: bytes that an awaited `shutdown`
 //! or `close` confirmed are in the peer session; the rest of the stream may
 //! be lost and the peer's session expires after `max_reconnect_time`.
+//!
+//! The acknowledgment that completes `shutdown` may predate the FIN: under
+//! the Ack policy a peer that already acknowledged every byte does not
+//! acknowledge the same count again for the FIN. So `Ok` proves every byte
+//! is in the peer session, not that its end of stream arrived; the FIN is
+//! sent again after every resume while this session lives. Only if this
+//! side's driver ends and that last transport breaks before the FIN gets
+//! through does the peer, holding every byte, read `Expired` instead of end
+//! of stream: an error, never a false end or a missing byte. `close` has no
+//! such gap: its CLOSE exchange is confirmed by the peer's own CLOSE.
+//!
+//! ## Listener: drain and drop
+//!
+//! | call | effect |
+//! |---|---|
+//! | [`FtListener::stop_accepting`] | a fresh client is refused with REJECT `BUSY` (it retries with backoff within its `connect_timeout`, perhaps on another node); resumes are still served, so attached and parked sessions go on; `accept` fails with `NotConnected`; sessions established but not yet accepted are closed gracefully |
+//! | [`FtListener::drain`] | `stop_accepting`, then waits until every session of the listener has ended and its task finished (last frames written); not bounded, cancel-safe |
+//! | [`FtListener::drain_timeout`] | the same, `TimedOut` after the bound (the sessions go on) |
+//! | drop | stops accepting transports at once (the port is released) and closes those still in their handshake; running sessions go on until they end, but a parked one can no longer resume and expires after `max_reconnect_time`: drain first to let them come back and finish |
+//! | [`FtListener::stats`] | `endpoint` (the core's counts: `set.attached`, `set.parked`, `sessions`, handshakes...), `running` (session tasks still running, what `drain` waits for), `accepting` |
 //!
 //! **`close` is the session's close.** futures-io has a single `poll_close`
 //! ("close the writer"); on smol's `TcpStream` it is `shutdown(Write)`, and
@@ -595,6 +615,11 @@ impl TcpAccept {
 /// A server of fault-tolerant sessions: the counterpart of
 /// `smol::net::TcpListener`. Resumes are routed to their parked sessions in
 /// the background; [`FtListener::accept`] yields new sessions only.
+///
+/// [`FtListener::drain`] stops admitting new sessions and waits until the
+/// existing ones have ended, still serving their resumes; dropping the
+/// listener stops at once, and parked sessions can no longer resume (see
+/// the crate docs).
 #[derive(Debug)]
 pub struct FtListener {
     inner: ft_session_async::Listener<SmolRuntime>,
@@ -658,7 +683,7 @@ impl FtListener {
                 Ok(tcp) => {
                     let local_addr = Some(tcp.get_ref().local_addr()?);
                     let accept = TcpAccept { tcp, pin, options };
-                    let inner = ft_session_async::Listener::new(rt, config, accept);
+                    let inner = ft_session_async::Listener::new(rt, config, accept)?;
                     return Ok(FtListener { inner, local_addr });
                 }
                 Err(e) => last = e,
@@ -688,8 +713,7 @@ impl FtListener {
         S: Stream<Item = io::Result<(T, Option<SocketAddr>)>> + Send + 'static,
         T: Transport,
     {
-        config.validate()?;
-        let inner = ft_session_async::Listener::new(rt, config, AcceptStream::new(incoming));
+        let inner = ft_session_async::Listener::new(rt, config, AcceptStream::new(incoming))?;
         Ok(FtListener {
             inner,
             local_addr: None,
@@ -728,6 +752,31 @@ impl FtListener {
     /// The configuration given to new sessions.
     pub fn config(&self) -> &Config {
         self.inner.config()
+    }
+
+    /// Stops admitting new sessions: a fresh client is refused with REJECT
+    /// `BUSY` (it retries with backoff within its `connect_timeout`, perhaps
+    /// on another node), resumes are still served, so attached and parked
+    /// sessions go on until they end. [`FtListener::accept`] then fails with
+    /// `NotConnected`; sessions established but not yet accepted are closed
+    /// gracefully.
+    pub fn stop_accepting(&self) {
+        self.inner.stop_accepting()
+    }
+
+    /// [`FtListener::stop_accepting`], then waits until every session of
+    /// this listener has ended and its task finished, serving their resumes
+    /// meanwhile: call it before dropping the listener to let parked
+    /// sessions come back and finish. Not bounded (see
+    /// [`FtListener::drain_timeout`]); cancel-safe.
+    pub async fn drain(&self) {
+        self.inner.drain().await
+    }
+
+    /// [`FtListener::drain`] bounded by `timeout`: `TimedOut` if sessions
+    /// still run then (they go on; [`FtListener::stats`] counts them).
+    pub async fn drain_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.inner.drain_timeout(timeout).await
     }
 }
 

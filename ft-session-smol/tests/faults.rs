@@ -159,7 +159,11 @@ fn expiry_ends_both_sides_with_expired() {
         assert!(rig.dialer.dials() > 1, "the client kept trying");
         eventually("the registry forgot the session", || {
             let st = rig.listener.stats();
-            (st.sessions, st.set.parked, st.set.attached) == (0, 0, 0)
+            (
+                st.endpoint.sessions,
+                st.endpoint.set.parked,
+                st.endpoint.set.attached,
+            ) == (0, 0, 0)
         })
         .await;
     })
@@ -194,21 +198,21 @@ fn parked_sessions_are_dropped_after_max_reconnect_time() {
         for (c, s) in &pairs {
             pass(s, c, &data).await;
         }
-        assert_eq!(rig.listener.stats().set.attached, N);
+        assert_eq!(rig.listener.stats().endpoint.set.attached, N);
 
         rig.dialer.redirect(refusing_addr());
         assert_eq!(rig.proxy.kill_all(), N);
         eventually("every server session parked", || {
-            rig.listener.stats().set.parked == N
+            rig.listener.stats().endpoint.set.parked == N
         })
         .await;
         let st = rig.listener.stats();
         assert_eq!(
-            st.set.parked_bytes,
+            st.endpoint.set.parked_bytes,
             (N * BYTES) as u64,
             "all unacknowledged: {st:?}"
         );
-        assert_eq!(st.sessions, N);
+        assert_eq!(st.endpoint.sessions, N);
 
         let mut buf = [0u8; 1];
         for end in pairs.iter().flat_map(|(c, s)| [s, c]) {
@@ -218,12 +222,16 @@ fn parked_sessions_are_dropped_after_max_reconnect_time() {
         drop(pairs);
         eventually("drivers gone, nothing parked", || {
             let st = rig.listener.stats();
-            (st.sessions, st.set.parked, st.set.parked_bytes) == (0, 0, 0)
+            (
+                st.endpoint.sessions,
+                st.endpoint.set.parked,
+                st.endpoint.set.parked_bytes,
+            ) == (0, 0, 0)
         })
         .await;
         // The verdicts (tombstones) are forgotten one reconnect time later.
         eventually("tombstones forgotten", || {
-            rig.listener.stats().set.closed == 0
+            rig.listener.stats().endpoint.set.closed == 0
         })
         .await;
     })
@@ -252,8 +260,8 @@ fn unknown_session_after_server_restart() {
             Some(&SessionError::UnknownSession)
         );
         let st = restarted.stats();
-        assert!(st.set.rejected_resumes >= 2, "retried: {st:?}");
-        assert_eq!(st.sessions, 0, "{st:?}");
+        assert!(st.endpoint.set.rejected_resumes >= 2, "retried: {st:?}");
+        assert_eq!(st.endpoint.sessions, 0, "{st:?}");
         server.abort(0x1000);
     })
 }

@@ -150,7 +150,7 @@ fn thousand_sessions_request_response_with_ten_percent_reset() {
         assert_eq!(reconnects.iter().sum::<u64>(), KILLED as u64);
         assert_eq!(dialer.dials(), (SESSIONS + KILLED) as u64);
         eventually("every server driver finished", || {
-            listener.stats().sessions == 0
+            listener.stats().endpoint.sessions == 0
         })
         .await;
     });

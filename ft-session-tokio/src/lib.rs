@@ -41,9 +41,10 @@
 //! | `write` | room in the stream buffer | the bytes are the session's: kept until the peer has them, across reconnects | backpressure only | yes: bytes are taken only by a `Ready(Ok(n))` |
 //! | `read` | bytes, end of stream or the session's end | `Ok(0)` is the peer's shutdown or a clean close | – | yes |
 //! | `flush` | every byte written so far is in a live transport (the kernel's send buffer, the transport flushed); waits across a reconnect | as `TcpStream::flush`: nothing left in this process for the kernel to take | fails with the session's error | yes |
-//! | `shutdown` (`AsyncWriteExt::shutdown` or [`FtStream::shutdown`]) | the FIN was sent and the peer **session acknowledged every byte** before it (both release policies acknowledge a FIN) | the peer session has the whole stream; this side can still read | the close timeout: `TimedOut`, the session goes on | yes: requested by the first poll |
+//! | `shutdown` (`AsyncWriteExt::shutdown` or [`FtStream::shutdown`]) | the peer **session acknowledged every byte** (both release policies acknowledge a FIN) and the FIN is written to a live transport | the peer session has the whole stream, its end on the way as a TCP FIN in the kernel; this side can still read | the close timeout: `TimedOut`, the session goes on | yes: requested by the first poll |
 //! | [`FtStream::close`] / [`FtStream::close_timeout`] | the CLOSE exchange finished and the last CLOSE was written; unread input is discarded | both sessions know every byte arrived both ways | the close timeout (default `max_reconnect_time`): then the session is aborted and the call fails with `TimedOut` | the close goes on in the background, still bounded |
 //! | drop | nothing | – | the background close, bounded by the close timeout, then abort; the driver ends and the session is freed either way | – |
+//! | drop of an [`OwnedWriteHalf`] | nothing | – | a half-close in the background (the FIN follows every byte written), as dropping `tokio::net`'s `OwnedWriteHalf` shuts the write side down; the read half reads on ([`OwnedWriteHalf::forget`] skips it) | – |
 //!
 //! An error instead of `Ok` means the guarantee does not hold: the bytes may
 //! not have arrived. If the runtime or the process ends before a background
@@ -53,6 +54,26 @@
 //! `write_all; shutdown().await?; drop` delivers every byte even if the
 //! runtime ends right after, as with TCP; without the `shutdown`, only the
 //! kernel's copy is left, as after `flush`.
+//!
+//! The acknowledgment that completes `shutdown` may predate the FIN: under
+//! the Ack policy a peer that already acknowledged every byte does not
+//! acknowledge the same count again for the FIN. So `Ok` proves every byte
+//! is in the peer session, not that its end of stream arrived; the FIN is
+//! sent again after every resume while this session lives. Only if this
+//! side's driver ends and that last transport breaks before the FIN gets
+//! through does the peer, holding every byte, read `Expired` instead of end
+//! of stream: an error, never a false end or a missing byte. `close` has no
+//! such gap: its CLOSE exchange is confirmed by the peer's own CLOSE.
+//!
+//! ## Listener: drain and drop
+//!
+//! | call | effect |
+//! |---|---|
+//! | [`FtListener::stop_accepting`] | a fresh client is refused with REJECT `BUSY` (it retries with backoff within its `connect_timeout`, perhaps on another node); resumes are still served, so attached and parked sessions go on; `accept` fails with `NotConnected`; sessions established but not yet accepted are closed gracefully |
+//! | [`FtListener::drain`] | `stop_accepting`, then waits until every session of the listener has ended and its task finished (last frames written); not bounded, cancel-safe |
+//! | [`FtListener::drain_timeout`] | the same, `TimedOut` after the bound (the sessions go on) |
+//! | drop | stops accepting transports at once (the port is released) and closes those still in their handshake; running sessions go on until they end, but a parked one can no longer resume and expires after `max_reconnect_time`: drain first to let them come back and finish |
+//! | [`FtListener::stats`] | `endpoint` (the core's counts: `set.attached`, `set.parked`, `sessions`, handshakes...), `running` (session tasks still running, what `drain` waits for), `accepting` |
 //!
 //! ```
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -307,7 +328,11 @@ impl FtStream {
     /// once both halves are dropped, as when the stream is.
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
         let inner = Arc::new(self.0);
-        (OwnedReadHalf(inner.clone()), OwnedWriteHalf(inner))
+        let write = OwnedWriteHalf {
+            inner: inner.clone(),
+            shutdown_on_drop: true,
+        };
+        (OwnedReadHalf(inner), write)
     }
 
     /// The runtime-neutral stream inside.
@@ -357,7 +382,7 @@ impl Inner for OwnedReadHalf {
 
 impl Inner for OwnedWriteHalf {
     fn inner(&self) -> &ft_session_async::FtStream {
-        &self.0
+        &self.inner
     }
 }
 
@@ -409,8 +434,18 @@ pub struct OwnedReadHalf(Arc<ft_session_async::FtStream>);
 
 /// The writing half of an [`FtStream`] from [`FtStream::into_split`]:
 /// `write`, `flush` and `shutdown` as on the stream.
+///
+/// Dropping it half-closes the session, as dropping `tokio::net`'s
+/// `OwnedWriteHalf` shuts the socket's write side down: the peer reads end
+/// of stream after every byte written, sent in the background, while the
+/// read half can still read; nothing waits for the peer's acknowledgment
+/// (await [`OwnedWriteHalf::shutdown`] for that).
+/// [`OwnedWriteHalf::forget`] drops it without the half-close.
 #[derive(Debug)]
-pub struct OwnedWriteHalf(Arc<ft_session_async::FtStream>);
+pub struct OwnedWriteHalf {
+    inner: Arc<ft_session_async::FtStream>,
+    shutdown_on_drop: bool,
+}
 
 impl OwnedReadHalf {
     /// Joins the halves again; gives them back if they are not from the same stream.
@@ -418,14 +453,20 @@ impl OwnedReadHalf {
         self,
         other: OwnedWriteHalf,
     ) -> Result<FtStream, (OwnedReadHalf, OwnedWriteHalf)> {
-        if !Arc::ptr_eq(&self.0, &other.0) {
+        if !Arc::ptr_eq(&self.0, &other.inner) {
             return Err((self, other));
         }
-        drop(other);
+        other.forget();
         match Arc::try_unwrap(self.0) {
             Ok(s) => Ok(FtStream(s)),
             // Unreachable: the two halves held the only references.
-            Err(arc) => Err((OwnedReadHalf(arc.clone()), OwnedWriteHalf(arc))),
+            Err(arc) => Err((
+                OwnedReadHalf(arc.clone()),
+                OwnedWriteHalf {
+                    inner: arc,
+                    shutdown_on_drop: true,
+                },
+            )),
         }
     }
 
@@ -443,22 +484,37 @@ impl OwnedReadHalf {
 impl OwnedWriteHalf {
     /// Half-closes and waits until the peer session acknowledged every byte.
     pub async fn shutdown(&self) -> io::Result<()> {
-        self.0.shutdown().await
+        self.inner.shutdown().await
     }
 
     /// Closes the whole session (see [`FtStream::close`]).
     pub async fn close(&self) -> io::Result<()> {
-        self.0.close().await
+        self.inner.close().await
+    }
+
+    /// Drops the half without half-closing the session (like
+    /// `tokio::net::tcp::OwnedWriteHalf::forget`): the session ends when the
+    /// read half is dropped.
+    pub fn forget(mut self) {
+        self.shutdown_on_drop = false;
     }
 
     /// The peer's address on the current transport.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.0.peer_addr()
+        self.inner.peer_addr()
     }
 
     /// The local address of the current transport.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.inner.local_addr()
+    }
+}
+
+impl Drop for OwnedWriteHalf {
+    fn drop(&mut self) {
+        if self.shutdown_on_drop {
+            self.inner.shutdown_in_background();
+        }
     }
 }
 
@@ -716,6 +772,11 @@ async fn listen_pinned<A: ToSocketAddrs>(addr: A, pin: Option<usize>) -> io::Res
 /// A server of fault-tolerant sessions: the counterpart of
 /// `tokio::net::TcpListener`. Resumes are routed to their parked sessions in
 /// the background; [`FtListener::accept`] yields new sessions only.
+///
+/// [`FtListener::drain`] stops admitting new sessions and waits until the
+/// existing ones have ended, still serving their resumes; dropping the
+/// listener stops at once, and parked sessions can no longer resume (see
+/// the crate docs).
 #[derive(Debug)]
 pub struct FtListener {
     inner: ft_session_async::Listener<TokioRuntime>,
@@ -750,7 +811,7 @@ impl FtListener {
         let local_addr = Some(tcp.local_addr()?);
         let accept = TcpAccept { tcp, pin, options };
         Ok(FtListener {
-            inner: ft_session_async::Listener::new(TokioRuntime, config, accept),
+            inner: ft_session_async::Listener::new(TokioRuntime, config, accept)?,
             local_addr,
         })
     }
@@ -762,13 +823,12 @@ impl FtListener {
         S: futures_core::Stream<Item = io::Result<(T, Option<SocketAddr>)>> + Send + 'static,
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        config.validate()?;
         Ok(FtListener {
             inner: ft_session_async::Listener::new(
                 TokioRuntime,
                 config,
                 StreamAccept(Box::pin(incoming)),
-            ),
+            )?,
             local_addr: None,
         })
     }
@@ -804,6 +864,31 @@ impl FtListener {
     /// The configuration given to new sessions.
     pub fn config(&self) -> &Config {
         self.inner.config()
+    }
+
+    /// Stops admitting new sessions: a fresh client is refused with REJECT
+    /// `BUSY` (it retries with backoff within its `connect_timeout`, perhaps
+    /// on another node), resumes are still served, so attached and parked
+    /// sessions go on until they end. [`FtListener::accept`] then fails with
+    /// `NotConnected`; sessions established but not yet accepted are closed
+    /// gracefully.
+    pub fn stop_accepting(&self) {
+        self.inner.stop_accepting()
+    }
+
+    /// [`FtListener::stop_accepting`], then waits until every session of
+    /// this listener has ended and its task finished, serving their resumes
+    /// meanwhile: call it before dropping the listener to let parked
+    /// sessions come back and finish. Not bounded (see
+    /// [`FtListener::drain_timeout`]); cancel-safe.
+    pub async fn drain(&self) {
+        self.inner.drain().await
+    }
+
+    /// [`FtListener::drain`] bounded by `timeout`: `TimedOut` if sessions
+    /// still run then (they go on; [`FtListener::stats`] counts them).
+    pub async fn drain_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.inner.drain_timeout(timeout).await
     }
 }
 

@@ -397,7 +397,7 @@ impl Nodes {
     fn rejected_resumes(&self) -> Vec<u64> {
         self.listeners
             .iter()
-            .map(|l| l.stats().set.rejected_resumes)
+            .map(|l| l.stats().endpoint.set.rejected_resumes)
             .collect()
     }
 }

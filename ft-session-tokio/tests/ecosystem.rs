@@ -219,7 +219,7 @@ async fn thousand_sessions_request_response_with_ten_percent_killed() {
             (SESSIONS + SESSIONS / 10) as u64
         );
         wait_until("every server driver finished", || {
-            listener.stats().sessions == 0
+            listener.stats().endpoint.sessions == 0
         })
         .await;
     })

@@ -202,7 +202,9 @@ async fn expiry_ends_both_sides_with_expired() {
         );
         wait_until("registry forgot the session", || {
             let st = listener.stats();
-            st.sessions == 0 && st.set.parked == 0 && st.set.attached == 0
+            st.endpoint.sessions == 0
+                && st.endpoint.set.parked == 0
+                && st.endpoint.set.attached == 0
         })
         .await;
     })
@@ -236,17 +238,17 @@ async fn parked_sessions_are_dropped_after_max_reconnect_time() {
             c.read_exact(&mut got).await.unwrap();
             assert_eq!(got, data);
         }
-        assert_eq!(listener.stats().set.attached, N);
+        assert_eq!(listener.stats().endpoint.set.attached, N);
 
         net.redirect(dead_addr().await);
         assert_eq!(net.kill_all(), N);
         wait_until("every server session parked", || {
-            listener.stats().set.parked == N
+            listener.stats().endpoint.set.parked == N
         })
         .await;
         let st = listener.stats();
-        assert_eq!(st.set.parked_bytes, (N * BYTES) as u64, "{st:?}");
-        assert_eq!(st.sessions, N);
+        assert_eq!(st.endpoint.set.parked_bytes, (N * BYTES) as u64, "{st:?}");
+        assert_eq!(st.endpoint.sessions, N);
 
         for (c, s) in &mut pairs {
             let mut b = [0u8; 1];
@@ -258,11 +260,16 @@ async fn parked_sessions_are_dropped_after_max_reconnect_time() {
         drop(pairs);
         wait_until("drivers gone, nothing parked", || {
             let st = listener.stats();
-            st.sessions == 0 && st.set.parked == 0 && st.set.parked_bytes == 0
+            st.endpoint.sessions == 0
+                && st.endpoint.set.parked == 0
+                && st.endpoint.set.parked_bytes == 0
         })
         .await;
         // The verdicts (tombstones) are forgotten one reconnect time later.
-        wait_until("tombstones forgotten", || listener.stats().set.closed == 0).await;
+        wait_until("tombstones forgotten", || {
+            listener.stats().endpoint.set.closed == 0
+        })
+        .await;
     })
     .await
 }
@@ -295,9 +302,9 @@ async fn unknown_session_after_server_restart() {
             SessionError::from_io(&e),
             Some(&SessionError::UnknownSession)
         );
-        let refused = restarted.stats().set.rejected_resumes;
+        let refused = restarted.stats().endpoint.set.rejected_resumes;
         assert!(refused >= 2, "retried within max_reconnect_time: {refused}");
-        assert_eq!(restarted.stats().sessions, 0);
+        assert_eq!(restarted.stats().endpoint.sessions, 0);
         server.abort(0x1000);
     })
     .await

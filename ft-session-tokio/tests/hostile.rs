@@ -82,8 +82,8 @@ impl Target for TokioTarget {
     fn counts(&self) -> Counts {
         let s = self.listener.stats();
         Counts {
-            set: s.set,
-            sessions: Some(s.sessions),
+            set: s.endpoint.set,
+            sessions: Some(s.endpoint.sessions),
             pending_handshakes: Some(s.endpoint.pending_handshakes),
             refused_handshakes: Some(s.endpoint.refused_handshakes),
         }

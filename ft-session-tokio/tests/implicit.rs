@@ -403,7 +403,8 @@ async fn undersized_bound_ends_in_data_lost_with_correct_prefix() {
         cfg.implicit_margin = Some(0);
         let raw = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server_addr = raw.local_addr().unwrap();
-        let listener = ft_session_async::Listener::new(TokioRuntime, cfg.clone(), LyingAccept(raw));
+        let listener =
+            ft_session_async::Listener::new(TokioRuntime, cfg.clone(), LyingAccept(raw)).unwrap();
         let proxy = Arc::new(FaultProxy::start(server_addr, FaultPlan::new()).unwrap());
         let paddr: SocketAddr = proxy.local_addr();
         let connector = move || -> ConnectFuture {
