@@ -162,7 +162,7 @@ impl FtListener {
                     }
                 }
             })?;
-        let inner = ft_session_async::Listener::new(rt, config, Incoming(Box::pin(rx)));
+        let inner = ft_session_async::Listener::new(rt, config, Incoming(Box::pin(rx)))?;
         Ok(FtListener {
             inner: Inner::Incoming(inner),
             local_addr: None,
