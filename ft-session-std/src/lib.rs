@@ -50,7 +50,10 @@
 //! `(FtStream, Option<SocketAddr>)`; [`FtStream::peer_addr`] and
 //! [`FtStream::local_addr`] of the current transport,
 //! [`FtStream::set_nodelay`] for every transport; [`FtStream::close`] and
-//! [`FtStream::close_timeout`]. Every constructor validates its `Config`.
+//! [`FtStream::close_timeout`]; [`FtListener::stop_accepting`],
+//! [`FtListener::drain`] and [`FtListener::drain_timeout`] to stop a server
+//! while its sessions finish (resumes still served). Every constructor
+//! validates its `Config`.
 //!
 //! # Flush, shutdown, close and drop
 //!

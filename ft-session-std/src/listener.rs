@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use ft_session_async::{Accept, Accepted};
+use ft_session_async::{Accept, Accepted, ListenerStats};
 use ft_session_core::{Config, EndpointStats, SetCounts};
 use ft_session_smol::SmolRuntime;
 use smol::stream::Stream;
@@ -42,10 +42,32 @@ impl Inner {
         }
     }
 
-    fn stats(&self) -> EndpointStats {
+    fn stats(&self) -> ListenerStats {
         match self {
-            Inner::Tcp(l) => l.stats().endpoint,
-            Inner::Incoming(l) => l.stats().endpoint,
+            Inner::Tcp(l) => l.stats(),
+            Inner::Incoming(l) => l.stats(),
+        }
+    }
+
+    fn stop_accepting(&self) {
+        match self {
+            Inner::Tcp(l) => l.stop_accepting(),
+            Inner::Incoming(l) => l.stop_accepting(),
+        }
+    }
+
+    async fn drain_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match (self, timeout) {
+            (Inner::Tcp(l), Some(t)) => l.drain_timeout(t).await,
+            (Inner::Incoming(l), Some(t)) => l.drain_timeout(t).await,
+            (Inner::Tcp(l), None) => {
+                l.drain().await;
+                Ok(())
+            }
+            (Inner::Incoming(l), None) => {
+                l.drain().await;
+                Ok(())
+            }
         }
     }
 }
@@ -64,8 +86,14 @@ impl Accept for Incoming {
 ///
 /// The I/O threads accept transports, feed each first message to the
 /// session endpoint, and route resumes of known sessions to them, whether or
-/// not the application is calling [`FtListener::accept`]. Dropping the
-/// listener stops accepting; streams already accepted keep running.
+/// not the application is calling [`FtListener::accept`].
+/// [`FtListener::drain`] stops admitting new sessions and waits until the
+/// existing ones (attached or parked) have ended, still serving their
+/// resumes. Dropping the listener instead stops accepting at once (a TCP
+/// listener releases its port) and closes transports still in their
+/// handshake: streams already accepted keep running until they end, but a
+/// parked one can no longer be resumed and expires after
+/// `max_reconnect_time`.
 pub struct FtListener {
     inner: Inner,
     local_addr: Option<SocketAddr>,
@@ -203,12 +231,52 @@ impl FtListener {
 
     /// The connection set's counts (attached, parked, rejected resumes...).
     pub fn counts(&self) -> SetCounts {
-        self.inner.stats().set
+        self.inner.stats().endpoint.set
     }
 
     /// Everything the endpoint counts: the set's counts, sessions, pending,
     /// refused and expired handshakes.
     pub fn stats(&self) -> EndpointStats {
-        self.inner.stats()
+        self.inner.stats().endpoint
+    }
+
+    /// Sessions of this listener whose task still runs: each counts from
+    /// its admission until it ended and its last frames were written. What
+    /// [`drain`](Self::drain) waits to see at 0.
+    pub fn running(&self) -> usize {
+        self.inner.stats().running
+    }
+
+    /// False once [`stop_accepting`](Self::stop_accepting) (or a drain) was
+    /// called.
+    pub fn is_accepting(&self) -> bool {
+        self.inner.stats().accepting
+    }
+
+    /// Stops admitting new sessions, for a server about to stop: a fresh
+    /// client is refused with REJECT `BUSY` (it retries with backoff within
+    /// its `connect_timeout`, perhaps on another node), while resumes are
+    /// still served, so attached and parked sessions go on until they end.
+    /// [`accept`](Self::accept) then fails with `NotConnected`; sessions
+    /// established but not yet accepted are closed gracefully. Idempotent.
+    pub fn stop_accepting(&self) {
+        self.inner.stop_accepting()
+    }
+
+    /// [`stop_accepting`](Self::stop_accepting), then blocks until every
+    /// session of this listener has ended and its task finished, serving
+    /// their resumes meanwhile: call it before dropping the listener to let
+    /// parked sessions come back and finish. Not bounded (see
+    /// [`drain_timeout`](Self::drain_timeout)).
+    pub fn drain(&self) {
+        // Unbounded: the only outcome is that every session ended.
+        let _ = block_on(self.inner.drain_timeout(None));
+    }
+
+    /// [`drain`](Self::drain) bounded by `timeout`: `TimedOut` if sessions
+    /// still run then (they go on; [`running`](Self::running) counts them,
+    /// and dropping the listener stops serving their resumes).
+    pub fn drain_timeout(&self, timeout: Duration) -> io::Result<()> {
+        block_on(self.inner.drain_timeout(Some(timeout)))
     }
 }

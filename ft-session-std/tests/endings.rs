@@ -5,13 +5,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{bounded, config};
+use common::{assert_exchange, bounded, config, duplex};
 use ft_session_std::{Config, FtListener, FtStream, SessionError};
 use ft_session_testkit::{pattern, sha256_hex};
 
@@ -252,4 +253,61 @@ fn a_bad_config_fails_at_once() {
         matches!(SessionError::from_io(&e), Some(SessionError::Config(_))),
         "{e}"
     );
+}
+
+/// Drain: new sessions are refused (REJECT `BUSY`), `accept` fails, a
+/// session whose transport dies meanwhile still resumes, and `drain`
+/// returns once that last session has ended; bytes checked both ways.
+#[test]
+fn drain_serves_resumes_refuses_new_sessions_and_ends_with_the_last() {
+    bounded(60, || {
+        let listener = Arc::new(FtListener::bind("127.0.0.1:0", config()).unwrap());
+        let addr = listener.local_addr().unwrap();
+        // The test keeps a clone of every client transport, to kill it.
+        let live: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let l2 = live.clone();
+        let c = FtStream::connect_with(config(), move || {
+            let s = TcpStream::connect(addr)?;
+            l2.lock().unwrap().push(s.try_clone()?);
+            Ok(s)
+        })
+        .unwrap();
+        let (s, _) = listener.accept().unwrap();
+        let l = listener.clone();
+        let drain = thread::spawn(move || l.drain());
+        wait_until("the listener stopped accepting", || {
+            !listener.is_accepting()
+        });
+        let e = listener.accept().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotConnected, "{e}");
+
+        let mut cfg = config();
+        cfg.connect_timeout = Duration::from_millis(300);
+        let refused = FtStream::connect(addr, cfg).unwrap_err();
+        let st = listener.stats();
+        assert!(st.rejected_handshakes >= 1, "{refused} {st:?}");
+        assert_eq!(st.accepted, 1, "no new session while draining");
+
+        // The running session loses its transport and resumes.
+        let killed = live.lock().unwrap().pop().unwrap();
+        killed.shutdown(Shutdown::Both).unwrap();
+        let e = listener
+            .drain_timeout(Duration::from_millis(50))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "a session still runs");
+        assert!(!drain.is_finished());
+        // Both ways, then both half-close, which ends the session.
+        let (c, s) = (Arc::new(c), Arc::new(s));
+        let len = 256 * 1024;
+        let cside = duplex(c.clone(), Arc::new(pattern(21, len)));
+        let sside = duplex(s.clone(), Arc::new(pattern(22, len)));
+        let cside = cside.join().unwrap().unwrap();
+        let sside = sside.join().unwrap().unwrap();
+        assert_exchange(&cside, &sside, len, len);
+        assert!(c.stats().reconnects >= 1, "resumed while draining");
+        assert!(s.stats().reconnects >= 1);
+        drop((c, s));
+        drain.join().unwrap();
+        assert_eq!(listener.running(), 0);
+    });
 }
