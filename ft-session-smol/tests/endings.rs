@@ -11,12 +11,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{eventually, fast_config, recv_all, run_bounded, Dialer, Transfer};
+use ft_session_core::Config;
 use ft_session_smol::{FtListener, FtStream, SessionError, SmolRuntime};
 use ft_session_testkit::{pattern, sha256_hex, FaultPlan, FaultProxy};
 use smol::io::AsyncWriteExt;
 use smol::Executor;
 
 const LEN: usize = 8 << 20;
+
+/// A listener on loopback, a client session and the server's end of it.
+async fn pair(config: Config) -> (FtListener, FtStream, FtStream) {
+    let listener = FtListener::bind("127.0.0.1:0", config.clone())
+        .await
+        .unwrap();
+    let c = FtStream::connect(listener.local_addr().unwrap(), config)
+        .await
+        .unwrap();
+    let (s, _) = listener.accept().await.unwrap();
+    (listener, c, s)
+}
 
 /// write_all 8 MiB; flush; shutdown; drop; the client's executor stops
 /// running: the server reads every byte (length and sha256) and a clean
@@ -63,11 +76,7 @@ fn close_with_unread_input_completes_and_frees() {
     run_bounded(async {
         let mut cfg = fast_config();
         cfg.recv_buffer_capacity = 64 * 1024;
-        let listener = FtListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
-        let c = FtStream::connect(listener.local_addr().unwrap(), cfg)
-            .await
-            .unwrap();
-        let (s, _) = listener.accept().await.unwrap();
+        let (listener, c, s) = pair(cfg).await;
         let writer = smol::spawn(async move {
             let _ = (&c).write_all(&pattern(1, 512 * 1024)).await;
             c.close().await
@@ -89,13 +98,7 @@ fn close_with_unread_input_completes_and_frees() {
 #[test]
 fn drop_without_close_frees_the_session() {
     run_bounded(async {
-        let listener = FtListener::bind("127.0.0.1:0", fast_config())
-            .await
-            .unwrap();
-        let c = FtStream::connect(listener.local_addr().unwrap(), fast_config())
-            .await
-            .unwrap();
-        let (s, _) = listener.accept().await.unwrap();
+        let (listener, c, s) = pair(fast_config()).await;
         (&c).write_all(b"x").await.unwrap();
         drop(c);
         drop(s);

@@ -11,12 +11,25 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use common::{bounded, fast_config, wait_until, Net, Transfer};
+use ft_session_core::Config;
 use ft_session_testkit::{pattern, sha256_hex};
 use ft_session_tokio::{FtListener, FtStream, SessionError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 const LEN: usize = 8 << 20;
+
+/// A listener on loopback, a client session and the server's end of it.
+async fn pair(config: Config) -> (FtListener, FtStream, FtStream) {
+    let listener = FtListener::bind("127.0.0.1:0", config.clone())
+        .await
+        .unwrap();
+    let c = FtStream::connect(listener.local_addr().unwrap(), config)
+        .await
+        .unwrap();
+    let (s, _) = listener.accept().await.unwrap();
+    (listener, c, s)
+}
 
 /// write_all 8 MiB; flush; shutdown; drop; the client's runtime ends: the
 /// server reads every byte (length and sha256) and a clean end of stream.
@@ -60,11 +73,7 @@ async fn close_with_unread_input_completes_and_frees() {
     bounded(async {
         let mut cfg = fast_config();
         cfg.recv_buffer_capacity = 64 * 1024;
-        let listener = FtListener::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
-        let c = FtStream::connect(listener.local_addr().unwrap(), cfg)
-            .await
-            .unwrap();
-        let (s, _) = listener.accept().await.unwrap();
+        let (listener, c, s) = pair(cfg).await;
         let writer = tokio::spawn(async move {
             let mut c = c;
             let _ = c.write_all(&pattern(1, 512 * 1024)).await;
@@ -89,13 +98,7 @@ async fn close_with_unread_input_completes_and_frees() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_without_close_frees_the_session() {
     bounded(async {
-        let listener = FtListener::bind("127.0.0.1:0", fast_config())
-            .await
-            .unwrap();
-        let c = FtStream::connect(listener.local_addr().unwrap(), fast_config())
-            .await
-            .unwrap();
-        let (s, _) = listener.accept().await.unwrap();
+        let (listener, c, s) = pair(fast_config()).await;
         c.write_all_ref(b"x").await;
         drop(c);
         drop(s);
@@ -125,13 +128,7 @@ async fn bind_with_a_bad_config_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_write_half_half_closes() {
     bounded(async {
-        let listener = FtListener::bind("127.0.0.1:0", fast_config())
-            .await
-            .unwrap();
-        let c = FtStream::connect(listener.local_addr().unwrap(), fast_config())
-            .await
-            .unwrap();
-        let (mut s, _) = listener.accept().await.unwrap();
+        let (_listener, c, mut s) = pair(fast_config()).await;
         let (mut r, mut w) = c.into_split();
         let data = pattern(4, 300_000);
         w.write_all(&data).await.unwrap();
