@@ -27,10 +27,11 @@ pub trait SocketControl: Send + Sync + 'static {
     fn peer_addr(&self) -> io::Result<SocketAddr>;
     /// Sets `TCP_NODELAY`.
     fn set_nodelay(&self, nodelay: bool) -> io::Result<()>;
-    /// The `TcpStream` itself, if this is one: [`TransportHalves`] made by
-    /// `TcpStream::split` are then driven without their threads.
+    /// The socket of [`TransportHalves`] made by `TcpStream::split` (and
+    /// only those) answers with its `TcpStream`: such halves are driven as
+    /// that stream, without their threads.
     #[doc(hidden)]
-    fn tcp_stream(&self) -> Option<&TcpStream> {
+    fn split_tcp(&self) -> Option<&TcpStream> {
         None
     }
 }
@@ -47,9 +48,28 @@ impl SocketControl for TcpStream {
     fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         TcpStream::set_nodelay(self, nodelay)
     }
+}
 
-    fn tcp_stream(&self) -> Option<&TcpStream> {
-        Some(self)
+/// The socket `TcpStream::split` puts into its halves: it marks them as a
+/// plain TCP stream (halves a user builds, say TLS over a `TcpStream` whose
+/// socket is that stream, are never mistaken for one).
+struct SplitTcp(TcpStream);
+
+impl SocketControl for SplitTcp {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.peer_addr()
+    }
+
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.0.set_nodelay(nodelay)
+    }
+
+    fn split_tcp(&self) -> Option<&TcpStream> {
+        Some(&self.0)
     }
 }
 
@@ -57,9 +77,11 @@ impl SocketControl for TcpStream {
 pub type SocketRef = Arc<dyn SocketControl>;
 
 /// A transport as two blocking halves: one thread reads, one writes, and
-/// `shutdown` unblocks both. Halves made by `TcpStream::split` (their
-/// `socket` is the `TcpStream`) are driven like a `TcpStream`, without
-/// threads; any others get a reader and a writer thread per transport.
+/// `shutdown` unblocks both; any halves get a reader and a writer thread per
+/// transport. Except those made by `TcpStream::split` (recognised by the
+/// `socket` it sets): they are driven as the `TcpStream` itself, without
+/// threads, so only their `info` (and `socket`) may be changed; to wrap the
+/// stream's reads or writes, wrap it before (or build the halves yourself).
 pub struct TransportHalves {
     /// Read side, owned by the transport's reader thread.
     pub reader: Box<dyn Read + Send>,
@@ -103,14 +125,14 @@ impl Transport for TcpStream {
         // Session frames are small and latency-sensitive (heartbeats, acks, handshakes).
         self.set_nodelay(true)?;
         let reader = self.try_clone()?;
-        let control = Arc::new(self.try_clone()?);
+        let control = Arc::new(SplitTcp(self.try_clone()?));
         let socket: SocketRef = control.clone();
         Ok(TransportHalves {
             reader: Box::new(reader),
             writer: Box::new(self),
             shutdown: Arc::new(move |how| {
                 // Already shut down or reset: nothing left to unblock.
-                let _ = control.shutdown(how);
+                let _ = control.0.shutdown(how);
             }),
             info: TransportInfo::default(),
             socket: Some(socket),
@@ -255,8 +277,9 @@ pub(crate) fn open<T: Transport>(t: T) -> io::Result<Opened> {
         return Err(io::Error::other("transport already taken"));
     };
     let halves = t.split()?;
-    if let Some(tcp) = halves.socket.as_ref().and_then(|s| s.tcp_stream()) {
-        // The halves are clones of this socket: drive it, drop them.
+    if let Some(tcp) = halves.socket.as_ref().and_then(|s| s.split_tcp()) {
+        // `TcpStream::split`'s halves are clones of this socket: drive it,
+        // drop them.
         let tcp = tcp.try_clone()?;
         return native_tcp(tcp, halves.info);
     }
