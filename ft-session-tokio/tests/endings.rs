@@ -338,6 +338,28 @@ async fn drain_serves_resumes_refuses_new_sessions_and_ends_with_the_last() {
     .await;
 }
 
+/// `stop_accepting` closes sessions established but never accepted: their
+/// client reads end of stream and closes cleanly, and nothing keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_accepting_closes_sessions_never_accepted() {
+    bounded(async {
+        let listener = FtListener::bind("127.0.0.1:0", fast_config())
+            .await
+            .unwrap();
+        let mut c = FtStream::connect(listener.local_addr().unwrap(), fast_config())
+            .await
+            .unwrap();
+        assert_eq!(listener.stats().endpoint.accepted, 1);
+        listener.stop_accepting();
+        let mut rest = Vec::new();
+        assert_eq!(c.read_to_end(&mut rest).await.unwrap(), 0);
+        c.close().await.unwrap();
+        wait_until("nothing runs", || listener.stats().running == 0).await;
+        assert!(listener.accept().await.is_err());
+    })
+    .await;
+}
+
 trait WriteRef {
     async fn write_all_ref(&self, b: &[u8]);
 }
