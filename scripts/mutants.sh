@@ -15,6 +15,10 @@
 #
 # Usage: scripts/mutants.sh [file.rs ...]      (default: the files below)
 #        FT_SIM_CASES=200 MUTANTS_TIMEOUT=300 scripts/mutants.sh frame.rs
+#        MUTANTS_SHARD=0/4 scripts/mutants.sh session.rs   (a 1-in-4 sample)
+#        MUTANTS_TESTS="--lib --test protocol_rules" scripts/mutants.sh endpoint.rs
+# MUTANTS_TESTS replaces the test profile (fewer test targets link faster;
+# say which profile a figure came from).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +33,12 @@ fi
 export FT_SIM_CASES="${FT_SIM_CASES:-40}"
 export FT_CONFIG_CASES="${FT_CONFIG_CASES:-32}"
 timeout="${MUTANTS_TIMEOUT:-180}"
+# shellcheck disable=SC2206 # word splitting wanted: a list of cargo test flags
+tests=(${MUTANTS_TESTS:---lib --test protocol_rules --test endpoint --test handshake --test config_props --test sim_props})
+shard=()
+if [ -n "${MUTANTS_SHARD:-}" ]; then
+    shard=(--shard "$MUTANTS_SHARD")
+fi
 
 for f in "${files[@]}"; do
     out="target/mutants/${f%.rs}"
@@ -36,9 +46,8 @@ for f in "${files[@]}"; do
     echo "=== scripts/mutants.sh: ft-session-core/src/$f"
     # Exit codes 2 (missed) and 3 (timeout) are results, not failures.
     nice -n 19 cargo mutants --package ft-session-core --file "ft-session-core/src/$f" \
-        --all-features --in-place --timeout "$timeout" --output "$out" -- \
-        --lib --test protocol_rules --test endpoint --test handshake --test config_props \
-        --test sim_props || true
+        --all-features --in-place --timeout "$timeout" --output "$out" "${shard[@]}" -- \
+        "${tests[@]}" || true
 done
 
 printf '\n%-20s %7s %7s %8s %9s %7s\n' file caught missed timeout unviable score
