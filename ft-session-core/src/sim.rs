@@ -141,8 +141,10 @@ pub enum Fault {
     CrashInBackoff,
     /// The next transport's server end first receives stale bytes from an
     /// older transport (the first bytes the server received on it, whose
-    /// first message it already processed), before the client's own: its
-    /// handshake reader must not admit them.
+    /// first message it already processed: a RESUME, or a HELLO while the
+    /// client resumes), before the client's own: a replayed RESUME must not
+    /// be admitted, a session made for a replayed HELLO must not be taken
+    /// for the client's.
     StaleHandshake,
     /// The resume before the last one is replayed on a new transport, after
     /// the newer one was seen: an old resume overtaking a newer one.
@@ -482,8 +484,9 @@ struct Conn {
     /// A pure replay transport with no client end.
     replay: bool,
     /// The server's reader read the client's own first message from the
-    /// start of this transport and handed it to the set.
-    hello_read: bool,
+    /// start of this transport and handed it to the set (`Some(true)`: a
+    /// RESUME, `Some(false)`: a HELLO).
+    hello_read: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1373,7 +1376,7 @@ impl Pair {
             reader: None,
             owner: None,
             replay: false,
-            hello_read: false,
+            hello_read: None,
         });
         let conn = self.conns.len() - 1;
         self.pending.push((at, Pending::ConnectDone { conn }));
@@ -1515,11 +1518,22 @@ impl Pair {
                     // be admitted again.
                     // Without `written`: the first bytes of the last
                     // transport whose first message the set was handed, so
-                    // the stale hello is one the server already processed.
+                    // the stale hello is one the server already processed: a
+                    // RESUME (refused as a replay), or a HELLO while the
+                    // client resumes (the new session it makes answers with
+                    // a SERVER_HELLO, which a resuming client refuses). A
+                    // HELLO ahead of a client's own first HELLO cannot be
+                    // told from a new client's: the client would take the
+                    // session it makes for its own, then see its HELLO land
+                    // in that session's stream (a violation, not a fault
+                    // sessions survive).
+                    let resuming = self.client.session_id().is_some();
                     let stale = self.conns[..conn]
                         .iter()
                         .rev()
-                        .filter(|o| !o.replay && (written || o.hello_read))
+                        .filter(|o| {
+                            !o.replay && (written || o.hello_read.is_some_and(|r| r || resuming))
+                        })
                         .map(|o| {
                             if written {
                                 &o.c2s.history
@@ -1655,7 +1669,10 @@ impl Pair {
                 // is fresh, and admitting it is right; admitting one at or
                 // below an attempt already seen is a replay.
                 let mut seen_before = None;
-                self.conns[ci].hello_read = !replay;
+                if !replay {
+                    let resume = matches!(hello, crate::frame::ClientHello::Resume(_));
+                    self.conns[ci].hello_read = Some(resume);
+                }
                 if let crate::frame::ClientHello::Resume(r) = &hello {
                     if !replay {
                         let mut b = bytes::BytesMut::new();
@@ -1838,7 +1855,7 @@ impl Pair {
                     reader: Some(HandshakeReader::new(now, self.set.config())),
                     owner: None,
                     replay: true,
-                    hello_read: false,
+                    hello_read: None,
                 });
                 let ci = self.conns.len() - 1;
                 self.hand_over(ci, true, &bytes);

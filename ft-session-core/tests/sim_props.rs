@@ -490,9 +490,13 @@ fn held_write_on_a_dead_transport_does_not_stall() {
 /// server had received only as stream bytes of an orphan session, never as a
 /// handshake; admitted, the client's own newer RESUME then landed inside the
 /// resumed stream (see `stale_unseen_resume_ends_both_sides_with_a_violation`).
+/// Ack 17143008890842378654: it fed a fresh HELLO ahead of the client's own
+/// first HELLO (the first SERVER_HELLO was lost): the client took the session
+/// made for the stale HELLO, and its own HELLO then landed in that stream.
 const REGRESSION_SEEDS: &[(u64, ReleasePolicy)] = &[
     (4631400511843053816, ReleasePolicy::Ack),
     (6733576542055563171, ReleasePolicy::Implicit),
+    (17143008890842378654, ReleasePolicy::Ack),
 ];
 
 /// Every regression seed, one by one (a failure names its seed).
