@@ -1042,3 +1042,69 @@ fn evictions_reach_held_and_taken_sessions() {
         }
     }
 }
+
+/// Bytes that follow a RESUME in the same read reach the session, held or
+/// taken: here an ABORT, which then ends it as the client asked.
+#[cfg(feature = "testing")]
+#[test]
+fn bytes_after_a_resume_in_the_same_read_reach_the_session() {
+    use ft_session_core::frame::Frame;
+    for owner in OWNERS {
+        let mut net = Net::new(owner, config(), 1000);
+        net.add_client(1000);
+        net.run_until(Duration::from_secs(5), Net::all_delivered);
+        let h = net.accepted[0];
+        // The next transport holds the client's RESUME back.
+        net.hold_next = Some(0);
+        net.crash(0, true, true);
+        let held = net.links.last().unwrap();
+        assert_eq!(held.mode, Mode::Hold);
+        let (st, mut bytes) = (held.server_t, held.held.clone());
+        assert!(!bytes.is_empty(), "the RESUME");
+        let code = Code::from_u16(0x1234);
+        let mut abort = bytes::BytesMut::new();
+        Frame::Abort { code }.encode(&mut abort);
+        bytes.extend_from_slice(&abort);
+        net.server_received(st, &bytes);
+        net.pump();
+        assert_eq!(
+            net.apps[&h].outcome,
+            Some(Err(SessionError::Aborted {
+                code,
+                by_peer: true
+            })),
+            "{owner:?}"
+        );
+    }
+}
+
+/// Handles print as `#n`; the endpoint's Debug never shows its entropy key.
+#[test]
+fn handles_display_and_debug_hides_the_seed() {
+    let mut net = Net::new(Owner::Held, config(), 10);
+    net.add_client(10);
+    net.run_until(Duration::from_secs(5), Net::all_delivered);
+    let h = net.accepted[0];
+    let shown = h.to_string();
+    assert!(
+        shown.starts_with('#') && shown[1..].parse::<u64>().is_ok(),
+        "{shown}"
+    );
+    let ep = Endpoint::new(config(), Instant::now(), [171; 32]).unwrap();
+    let debug = format!("{ep:?}");
+    assert!(debug.contains("KeyedEntropy"), "{debug}");
+    assert!(!debug.contains("171, 171"), "the seed leaks: {debug}");
+}
+
+/// `set_reports_written` applies to every session admitted afterwards.
+#[test]
+fn sessions_admitted_after_set_reports_written_report_written_bytes() {
+    for on in [false, true] {
+        let mut net = Net::new(Owner::Held, config(), 10);
+        net.ep.set_reports_written(on);
+        net.add_client(10);
+        net.pump();
+        let h = net.accepted[0];
+        assert_eq!(net.ep.session(h).unwrap().reports_written(), on);
+    }
+}
