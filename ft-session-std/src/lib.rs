@@ -17,11 +17,15 @@
 //! routes resumes to parked sessions whether or not the application calls
 //! `accept`, at most `Config::max_pending_handshakes` handshakes at once.
 //!
-//! Those tasks run on a small process-wide executor: a few background **I/O
-//! threads** (by default one per core, at most two; the environment
-//! variable `FT_SESSION_STD_THREADS` sets 1 to 64), started on first use,
-//! with async-io's reactor (the `polling` crate: epoll, kqueue...) and
-//! sockets made non-blocking. A session has no thread of its own, and
+//! Those tasks run on a small process-wide executor: background **I/O
+//! threads** with async-io's reactor (the `polling` crate: epoll, kqueue...)
+//! and sockets made non-blocking. They start on first use, one per core and
+//! at most two, and more join as sessions grow, one per 32 live session ends
+//! (up to 16): the
+//! scheduler gives every runnable thread an equal share of the CPU, so with
+//! hundreds of busy application threads two I/O threads would get too
+//! little of it. The environment variable `FT_SESSION_STD_THREADS` fixes
+//! their number instead (1 to 64). A session has no thread of its own, and
 //! neither has a connect attempt or a handshake. The application's blocking
 //! calls (`read`, `write`, `flush`, `shutdown`, `close`, `accept`) run on the
 //! caller's thread: they take bytes from or give bytes to the session and

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
@@ -16,49 +17,118 @@ use ft_session_smol::SmolRuntime;
 use parking::{Parker, Unparker};
 use smol::Executor;
 
-/// Upper bound of the default number of I/O threads: they only move bytes
-/// between sockets and sessions, so a few serve any number of sessions.
-const MAX_DEFAULT_THREADS: usize = 2;
-/// Environment variable that sets the number of I/O threads (1 to 64).
+/// Upper bound of the initial number of I/O threads: they only move bytes
+/// between sockets and sessions, so a few serve many sessions.
+const MAX_INITIAL_THREADS: usize = 2;
+/// One more I/O thread per this many live session ends (streams not yet
+/// dropped). The I/O threads serve every session, while the scheduler gives
+/// each runnable thread an equal share of the CPU: with hundreds of busy
+/// application threads, two I/O threads would get a sliver of it.
+const SESSIONS_PER_THREAD: usize = 32;
+/// Most I/O threads started as sessions grow.
+const MAX_THREADS: usize = 16;
+/// Environment variable that fixes the number of I/O threads (1 to 64).
 const THREADS_ENV: &str = "FT_SESSION_STD_THREADS";
 
-static RUNTIME: OnceLock<Result<SmolRuntime, String>> = OnceLock::new();
+/// The executor and how many threads run it.
+struct Io {
+    rt: SmolRuntime,
+    ex: Arc<Executor<'static>>,
+    threads: AtomicUsize,
+    /// Set by [`THREADS_ENV`]: no growth.
+    fixed: bool,
+}
 
-fn threads() -> usize {
+static RUNTIME: OnceLock<Result<Io, String>> = OnceLock::new();
+/// Live session ends of this process ([`Live`]).
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+fn fixed_threads() -> Option<usize> {
     std::env::var(THREADS_ENV)
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| (1..=64).contains(n))
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .clamp(1, MAX_DEFAULT_THREADS)
-        })
 }
 
-fn start() -> Result<SmolRuntime, String> {
+fn spawn_thread(ex: &Arc<Executor<'static>>, i: usize) -> io::Result<()> {
+    let ex = ex.clone();
+    // `smol::block_on` drives async-io's reactor whenever the executor has
+    // nothing to run, so sockets and timers need no other thread.
+    std::thread::Builder::new()
+        .name(format!("ft-session-io-{i}"))
+        .spawn(move || smol::block_on(ex.run(std::future::pending::<()>())))
+        .map(drop)
+}
+
+fn start() -> Result<Io, String> {
     let ex = Arc::new(Executor::new());
+    let fixed = fixed_threads();
+    let n = fixed.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_INITIAL_THREADS)
+    });
     let mut started = 0;
-    for i in 0..threads() {
-        let ex = ex.clone();
-        // `smol::block_on` drives async-io's reactor whenever the executor
-        // has nothing to run, so sockets and timers need no other thread.
-        let spawned = std::thread::Builder::new()
-            .name(format!("ft-session-io-{i}"))
-            .spawn(move || smol::block_on(ex.run(std::future::pending::<()>())));
-        match spawned {
-            Ok(_) => started += 1,
+    for i in 0..n {
+        match spawn_thread(&ex, i) {
+            Ok(()) => started += 1,
             Err(e) if started == 0 => return Err(format!("cannot start the I/O thread: {e}")),
             // Fewer threads than asked still serve every session.
             Err(e) => tracing::warn!(error = %e, "cannot start another I/O thread"),
         }
     }
-    Ok(SmolRuntime::executor(ex))
+    Ok(Io {
+        rt: SmolRuntime::executor(ex.clone()),
+        ex,
+        threads: AtomicUsize::new(started),
+        fixed: fixed.is_some(),
+    })
+}
+
+fn io() -> io::Result<&'static Io> {
+    RUNTIME
+        .get_or_init(start)
+        .as_ref()
+        .map_err(|e| io::Error::other(e.clone()))
 }
 
 /// The process-wide runtime, started on first use.
 pub(crate) fn runtime() -> io::Result<SmolRuntime> {
-    RUNTIME.get_or_init(start).clone().map_err(io::Error::other)
+    io().map(|io| io.rt.clone())
+}
+
+/// Held by every live session end: counts it, and adds an I/O thread when
+/// the sessions outgrow the ones running.
+pub(crate) struct Live(());
+
+impl Live {
+    pub(crate) fn new() -> Live {
+        let live = LIVE.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(io) = io().ok().filter(|io| !io.fixed) {
+            let want = (live / SESSIONS_PER_THREAD).clamp(1, MAX_THREADS);
+            let have = io.threads.load(Ordering::Relaxed);
+            // One thread per call at most; a racing call adds the next.
+            let more = have < want
+                && io
+                    .threads
+                    .compare_exchange(have, have + 1, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok();
+            if more {
+                if let Err(e) = spawn_thread(&io.ex, have) {
+                    io.threads.fetch_sub(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "cannot start another I/O thread");
+                }
+            }
+        }
+        Live(())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        // Threads stay: sessions tend to come back in the same numbers.
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct Unpark(Unparker);

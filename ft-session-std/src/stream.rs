@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ft_session_async::{ConnectFuture, Connected};
 use ft_session_core::{Config, SessionId, SessionState, Stats, ToServerAddr};
 
-use crate::runtime::{block_on, runtime, wait};
+use crate::runtime::{block_on, runtime, wait, Live};
 use crate::transport::{open, Opened, SocketOptions, Transport};
 
 /// A snapshot of a session's counters and state.
@@ -54,6 +54,8 @@ struct Timeouts {
 pub struct FtStream {
     inner: ft_session_async::FtStream,
     timeouts: Mutex<Timeouts>,
+    /// Counts this session end for the I/O threads' number.
+    _live: Live,
 }
 
 impl std::fmt::Debug for FtStream {
@@ -151,6 +153,7 @@ impl FtStream {
         FtStream {
             inner,
             timeouts: Mutex::new(Timeouts::default()),
+            _live: Live::new(),
         }
     }
 
