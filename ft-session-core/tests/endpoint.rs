@@ -1108,3 +1108,65 @@ fn sessions_admitted_after_set_reports_written_report_written_bytes() {
         assert_eq!(net.ep.session(h).unwrap().reports_written(), on);
     }
 }
+
+/// `stats().held` counts the sessions the endpoint drives itself, not the
+/// ones the caller took.
+#[test]
+fn stats_count_held_and_taken_sessions() {
+    for owner in OWNERS {
+        let mut net = Net::new(owner, config(), 10);
+        net.add_client(10);
+        net.add_client(10);
+        net.run_until(Duration::from_secs(5), Net::all_delivered);
+        let s = net.ep.stats();
+        let held = if owner == Owner::Held { 2 } else { 0 };
+        assert_eq!((s.sessions, s.held), (2, held), "{owner:?}");
+    }
+}
+
+/// `wants_input`: a pending transport always reads (its handshake must be
+/// seen), an unknown one never, a session's transport while its receive
+/// queue has room.
+#[test]
+fn wants_input_follows_pending_unknown_and_full_sessions() {
+    let mut net = Net::new(Owner::Held, config(), 0);
+    assert!(!net.ep.wants_input(4242), "unknown transport");
+    let t = net.stranger(&[]);
+    assert!(net.ep.wants_input(t), "pending handshake");
+    net.server_reads = false;
+    net.add_client(0);
+    net.run_until(Duration::from_secs(5), |n| {
+        n.accepted.first().and_then(|&h| n.ep.session(h)).is_some()
+    });
+    let st = net.links[0].server_t;
+    assert!(net.ep.wants_input(st), "room in the receive queue");
+    net.clients[0].to_send = vec![7; 200_000];
+    net.run_until(Duration::from_secs(5), |n| {
+        n.ep.session(n.accepted[0]).unwrap().readable() >= config().recv_buffer_capacity
+    });
+    assert!(!net.ep.wants_input(st), "receive queue full");
+}
+
+/// A transport id reopened while it is routed to a session is the caller's
+/// bug: the live session keeps the transport and its bytes.
+#[test]
+fn a_reused_transport_id_does_not_disturb_its_session() {
+    let mut net = Net::new(Owner::Held, config(), 1000);
+    net.add_client(1000);
+    net.run_until(Duration::from_secs(5), Net::all_delivered);
+    let st = net.links[0].server_t;
+    let now = net.now;
+    let info = net.info;
+    net.ep.handle_input(
+        now,
+        EndpointInput::TransportOpened {
+            transport: st,
+            info,
+        },
+    );
+    assert_eq!(net.ep.stats().pending_handshakes, 0);
+    net.clients[0].to_send.extend_from_slice(b" and more");
+    net.run_until(Duration::from_secs(5), Net::all_delivered);
+    assert!(!net.dropped.contains(&st), "the live transport was dropped");
+    net.assert_exact();
+}
