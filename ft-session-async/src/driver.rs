@@ -1,6 +1,16 @@
 //! The per-session driver: the one task that moves bytes between a session
 //! and its transport, dials (client), takes resumed transports (server) and
 //! runs the session's timers.
+//!
+//! Each pass has two halves. Under the session lock, with no system call:
+//! apply what the last I/O did (bytes written, bytes read, a transport lost,
+//! connected, a timer), then poll the session's outputs into the write
+//! queue (up to [`BATCH`] bytes ahead, under the core's batched contract,
+//! `Session::set_reports_written`). Without the lock: one vectored write of
+//! the queue (partial writes are normal, reported back next pass), a read
+//! into a reused buffer handed to the core without a copy
+//! (`Input::ReceivedBytes`), the connect and the timer. The application's
+//! calls never wait for a system call of the driver.
 
 use std::future::Future;
 use std::io::IoSlice;
@@ -9,17 +19,29 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::{Bytes, BytesMut};
 use ft_session_core::{
-    Event, Input, Output, Session, SessionError, SessionHandle, Transmit, TransportId,
+    Event, Input, Output, Session, SessionError, SessionHandle, TransmitQueue, TransportId,
 };
 
 use crate::stream::{lock, Handle, Shared};
-use crate::{BoxTransport, Connect, ConnectFuture, Runtime, Timer};
+use crate::{BoxTransport, Connect, ConnectFuture, Connected, Runtime, Timer};
 
 /// Read buffer per session: one maximum default frame, so a busy stream
-/// needs few reads.
+/// needs few reads. Received chunks are handed to the core by reference.
 const READ_BUF: usize = 64 * 1024;
-/// Steps per poll before yielding, so one busy session cannot starve the
+/// Below this much free room the read buffer is renewed (its front is
+/// still referenced by chunks the application has not read).
+const READ_MIN: usize = 16 * 1024;
+/// Bytes of Transmits polled ahead of the transport: a vectored write then
+/// moves hundreds of KiB.
+const BATCH: usize = 512 * 1024;
+/// Slices per vectored write (two per frame: header and payload).
+const IOV: usize = 64;
+/// Bytes written per pass before the session hears of them (its implicit
+/// release and `Writable` depend on the reports).
+const WRITE_ROUND: usize = 1024 * 1024;
+/// Passes per poll before yielding, so one busy session cannot starve the
 /// other tasks of its worker thread.
 const BUDGET: u32 = 128;
 
@@ -37,10 +59,32 @@ pub(crate) struct ServerLink {
     pub handle: SessionHandle,
 }
 
-/// A `Transmit` being written, and how much of it is out.
-struct Pending {
-    transmit: Transmit,
-    written: usize,
+/// What the unlocked half did, for the session to hear under the lock.
+#[derive(Default)]
+struct Done {
+    /// Bytes the transport accepted.
+    written: Option<(TransportId, usize)>,
+    /// Bytes read.
+    received: Option<(TransportId, Bytes)>,
+    /// Transports that failed (read, write or flush error, end of stream).
+    lost: Vec<TransportId>,
+    /// The driver let go of the session's transport (it failed, or the
+    /// session gave it up): its socket is gone.
+    released: bool,
+    /// A connect attempt finished.
+    connected: Option<(TransportId, std::io::Result<Connected>)>,
+    /// The timer fired.
+    timer: bool,
+}
+
+/// What the locked half decided for the unlocked one.
+struct Plan {
+    /// The session's transport: a write blocked on another is given up.
+    current: Option<TransportId>,
+    /// The receive queue has room: read the transport.
+    read: bool,
+    /// When to wake up if nothing moves.
+    deadline: Option<Instant>,
 }
 
 /// The driver future of one session. See the module docs.
@@ -49,9 +93,14 @@ pub(crate) struct Driver<R: Runtime> {
     handle: Arc<Handle>,
     transport: Option<(TransportId, BoxTransport)>,
     connecting: Option<(TransportId, ConnectFuture)>,
-    writing: Option<Pending>,
+    /// Transmits polled and not yet accepted by the transport.
+    queue: TransmitQueue,
+    /// The session dropped this transport while frames for it were queued
+    /// (a CLOSE, an ABORT): closed once they are out, or the write blocks.
+    closing: Option<TransportId>,
     needs_flush: bool,
-    buf: Box<[u8]>,
+    rbuf: BytesMut,
+    done: Done,
     timer: Option<R::Timer>,
     /// Deadline the timer is armed for. It may be earlier than the session's
     /// next deadline: an early `Timeout` is harmless, and re-arming on every
@@ -85,14 +134,18 @@ impl<R: Runtime> Driver<R> {
         connector: Option<Arc<dyn Connect>>,
         server: Option<ServerLink>,
     ) -> Self {
+        // This driver writes in batches and reports what the transport took.
+        lock(&handle.shared).session.set_reports_written(true);
         Driver {
             rt,
             handle,
             transport,
             connecting: None,
-            writing: None,
+            queue: TransmitQueue::new(),
+            closing: None,
             needs_flush: false,
-            buf: vec![0u8; READ_BUF].into_boxed_slice(),
+            rbuf: BytesMut::new(),
+            done: Done::default(),
             timer: None,
             armed: None,
             linger: None,
@@ -101,85 +154,27 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
-    /// Drops the transport `id` if it is the one held (and what was being written to it).
-    fn drop_transport(&mut self, id: TransportId) {
+    /// Lets go of the transport `id` if it is the one held, and of what was
+    /// queued for it (the session retransmits what the peer misses).
+    fn release(&mut self, id: TransportId) {
         if self.transport.as_ref().is_some_and(|t| t.0 == id) {
             self.transport = None;
             self.needs_flush = false;
+            self.done.released = true;
         }
-        if self
-            .writing
-            .as_ref()
-            .is_some_and(|w| w.transmit.transport == id)
-        {
-            self.writing = None;
+        if self.closing == Some(id) {
+            self.closing = None;
         }
+        self.queue.discard(id);
     }
 
-    /// The transport `id` failed: tell the session and let go of it.
-    fn lose(&mut self, sh: &mut Shared, now: Instant, id: TransportId) {
-        self.drop_transport(id);
-        sh.socket = None;
-        sh.session
-            .handle_input(now, Input::TransportLost { transport: id });
+    /// The transport `id` failed: the session hears of it next pass.
+    fn fail(&mut self, id: TransportId) {
+        self.release(id);
+        self.done.lost.push(id);
     }
 
-    /// Writes the pending transmit; true if anything moved.
-    fn poll_write(&mut self, sh: &mut Shared, cx: &mut Context<'_>, now: Instant) -> bool {
-        let Some(w) = self.writing.as_mut() else {
-            return false;
-        };
-        let tid = w.transmit.transport;
-        let Some((_, t)) = self.transport.as_mut().filter(|t| t.0 == tid) else {
-            // Its transport is gone: the session retransmits after a resume.
-            self.writing = None;
-            return true;
-        };
-        let mut moved = false;
-        loop {
-            let head = w.transmit.head.as_slice();
-            let total = head.len() + w.transmit.payload.len();
-            if w.written >= total {
-                self.writing = None;
-                self.needs_flush = true;
-                return true;
-            }
-            let r = if w.written < head.len() {
-                let bufs = [
-                    IoSlice::new(&head[w.written..]),
-                    IoSlice::new(&w.transmit.payload),
-                ];
-                Pin::new(&mut **t).poll_write_vectored(cx, &bufs)
-            } else {
-                Pin::new(&mut **t).poll_write(cx, &w.transmit.payload[w.written - head.len()..])
-            };
-            match r {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                    if let Poll::Ready(Err(e)) = &r {
-                        tracing::debug!(transport = tid, error = %e, "transport write failed");
-                    }
-                    self.lose(sh, now, tid);
-                    return true;
-                }
-                Poll::Ready(Ok(n)) => {
-                    w.written += n;
-                    moved = true;
-                }
-                Poll::Pending => {
-                    if sh.session.transport() != Some(tid) {
-                        // The session gave this transport up (idle timeout,
-                        // half-open resume) while the write was blocked: a
-                        // blackholed socket would block it forever.
-                        self.drop_transport(tid);
-                        return true;
-                    }
-                    return moved;
-                }
-            }
-        }
-    }
-
-    /// Acts on one output (a Transmit only becomes the pending write).
+    /// Acts on one output (a Transmit joins the write queue).
     fn on_output(&mut self, sh: &mut Shared, out: Output) {
         match out {
             Output::Transmit(transmit)
@@ -188,31 +183,19 @@ impl<R: Runtime> Driver<R> {
                     .as_ref()
                     .is_some_and(|t| t.0 == transmit.transport) =>
             {
-                self.writing = Some(Pending {
-                    transmit,
-                    written: 0,
-                });
+                self.queue.push(transmit);
             }
             Output::Connect { transport } => {
                 tracing::debug!(transport, "connecting");
                 self.connecting = self.connector.as_ref().map(|c| (transport, c.connect()));
             }
             Output::DropTransport { transport } => {
-                if self.needs_flush {
-                    if let Some((id, t)) = self.transport.as_mut() {
-                        if *id == transport {
-                            // Best effort: a TLS stream may still hold the last
-                            // record (a reject or abort) in its buffer.
-                            let waker = noop_waker();
-                            let mut cx = Context::from_waker(&waker);
-                            let _ = Pin::new(&mut **t).poll_flush(&mut cx);
-                        }
-                    }
-                }
                 if self.transport.as_ref().is_some_and(|t| t.0 == transport) {
                     sh.socket = None;
+                    // Its last frames (a REJECT, an ABORT, a CLOSE) go out
+                    // first, then it is closed, outside the lock.
+                    self.closing = Some(transport);
                 }
-                self.drop_transport(transport);
                 if self.connecting.as_ref().is_some_and(|c| c.0 == transport) {
                     self.connecting = None;
                 }
@@ -279,10 +262,63 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
-    /// One pass over everything the driver waits for; true if anything moved.
-    fn step(&mut self, sh: &mut Shared, cx: &mut Context<'_>) -> bool {
+    /// The locked half: the session hears what the I/O did, then its
+    /// outputs are queued. No system call here. True if anything moved.
+    fn locked(&mut self, sh: &mut Shared) -> (bool, Plan) {
         let now = self.rt.now();
         let mut progress = false;
+
+        // What the last unlocked half did.
+        let done = std::mem::take(&mut self.done);
+        if done.released {
+            sh.socket = None;
+        }
+        if let Some((transport, bytes)) = done.written {
+            sh.session
+                .handle_input(now, Input::Written { transport, bytes });
+            progress = true;
+        }
+        if let Some((transport, data)) = done.received {
+            sh.session
+                .handle_input(now, Input::ReceivedBytes { transport, data });
+            progress = true;
+        }
+        for transport in done.lost {
+            sh.session
+                .handle_input(now, Input::TransportLost { transport });
+            progress = true;
+        }
+        if let Some((id, r)) = done.connected {
+            progress = true;
+            match r {
+                // The attempt may have timed out in the session meanwhile:
+                // then the new transport is simply dropped.
+                Ok(c) if sh.session.transport() == Some(id) => {
+                    tracing::debug!(transport = id, "transport connected");
+                    self.transport = Some((id, c.transport));
+                    self.needs_flush = false;
+                    sh.set_socket(c.socket, None);
+                    let info = c.info.with_writer_hold(sh.session.config());
+                    sh.session.handle_input(
+                        now,
+                        Input::TransportUp {
+                            transport: id,
+                            info,
+                        },
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(transport = id, error = %e, "connect failed");
+                    sh.session
+                        .handle_input(now, Input::TransportLost { transport: id });
+                }
+            }
+        }
+        if done.timer {
+            sh.session.handle_input(now, Input::Timeout);
+            progress = true;
+        }
 
         // Server: a resume (with its transport) or an eviction routed here
         // by the listener's endpoint.
@@ -294,6 +330,9 @@ impl<R: Runtime> Driver<R> {
             if let Some((id, t)) = routed.transport {
                 // The session may still believe in its old transport (half-open):
                 // the core drops it; the new one replaces it here.
+                if let Some(old) = self.transport.as_ref().map(|t| t.0) {
+                    self.release(old);
+                }
                 self.transport = Some((id, t));
                 self.needs_flush = false;
                 sh.set_socket(routed.socket, routed.peer);
@@ -328,68 +367,6 @@ impl<R: Runtime> Driver<R> {
             progress = true;
         }
 
-        // Outputs, each Transmit written whole before the next is polled.
-        loop {
-            if self.writing.is_some() {
-                progress |= self.poll_write(sh, cx, now);
-                if self.writing.is_some() {
-                    break;
-                }
-            }
-            match sh.session.poll_output() {
-                Some(out) => {
-                    progress = true;
-                    self.on_output(sh, out);
-                }
-                None => break,
-            }
-        }
-        if self.writing.is_none() && self.needs_flush {
-            if let Some((id, t)) = self.transport.as_mut() {
-                let id = *id;
-                match Pin::new(&mut **t).poll_flush(cx) {
-                    Poll::Ready(Ok(())) => self.needs_flush = false,
-                    Poll::Ready(Err(_)) => {
-                        self.lose(sh, now, id);
-                        progress = true;
-                    }
-                    Poll::Pending => {}
-                }
-            }
-        }
-
-        // Client: a transport being opened.
-        if let Some((id, fut)) = self.connecting.as_mut() {
-            let id = *id;
-            if sh.session.transport() != Some(id) {
-                // The attempt timed out in the session.
-                self.connecting = None;
-            } else if let Poll::Ready(r) = fut.as_mut().poll(cx) {
-                self.connecting = None;
-                progress = true;
-                match r {
-                    Ok(c) => {
-                        tracing::debug!(transport = id, "transport connected");
-                        self.transport = Some((id, c.transport));
-                        sh.set_socket(c.socket, None);
-                        let info = c.info.with_writer_hold(sh.session.config());
-                        sh.session.handle_input(
-                            now,
-                            Input::TransportUp {
-                                transport: id,
-                                info,
-                            },
-                        );
-                    }
-                    Err(e) => {
-                        tracing::debug!(transport = id, error = %e, "connect failed");
-                        sh.session
-                            .handle_input(now, Input::TransportLost { transport: id });
-                    }
-                }
-            }
-        }
-
         // Nobody will read again (close, drop): unread input is discarded,
         // so the peer's last bytes and its FIN can still arrive.
         if sh.discard {
@@ -400,44 +377,175 @@ impl<R: Runtime> Driver<R> {
             }
         }
 
-        // Reading, unless the receive queue is full (TCP then pushes back).
-        if sh.session.wants_input() {
+        // Timers. An overdue deadline is served even while bytes keep
+        // moving, so a busy session still notices a dead peer.
+        let session_deadline = sh.session.poll_timeout();
+        if session_deadline.is_some_and(|d| d <= now) {
+            sh.session.handle_input(now, Input::Timeout);
+            self.armed = None;
+            progress = true;
+        }
+
+        // Outputs, polled ahead into the write queue.
+        while self.queue.len() < BATCH {
+            match sh.session.poll_output() {
+                Some(out) => {
+                    progress = true;
+                    self.on_output(sh, out);
+                }
+                None => break,
+            }
+        }
+
+        let app_deadline = min_opt(sh.close_deadline, sh.shutdown_deadline);
+        let deadline = min_opt(sh.session.poll_timeout(), app_deadline);
+        if deadline.is_some_and(|d| d <= now) {
+            progress = true;
+        }
+        sh.wire_idle = self.queue.is_empty()
+            && !self.needs_flush
+            && self.closing.is_none()
+            && self.transport.is_some();
+        let plan = Plan {
+            current: sh.session.transport(),
+            read: sh.session.wants_input(),
+            deadline,
+        };
+        (progress, plan)
+    }
+
+    /// The unlocked half: write, flush, close, read, connect. True if
+    /// anything moved.
+    fn unlocked(&mut self, cx: &mut Context<'_>, plan: &Plan) -> bool {
+        let mut moved = false;
+
+        // Transmits for a transport no longer held are moot.
+        while let Some(q) = self.queue.transport() {
+            if self.transport.as_ref().is_some_and(|t| t.0 == q) {
+                break;
+            }
+            self.queue.discard(q);
+            moved = true;
+        }
+
+        // Writes: the queue in vectored writes, partial ones included.
+        let mut blocked = false;
+        let mut round = 0;
+        while round < WRITE_ROUND && !self.queue.is_empty() {
+            let Some((id, t)) = self.transport.as_mut() else {
+                break;
+            };
+            let id = *id;
+            let r = {
+                let mut bufs = [IoSlice::new(&[]); IOV];
+                let k = self.queue.io_slices(&mut bufs);
+                Pin::new(&mut **t).poll_write_vectored(cx, &bufs[..k])
+            };
+            match r {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    self.queue.advance(n);
+                    let w = self.done.written.get_or_insert((id, 0));
+                    w.1 += n;
+                    round += n;
+                    self.needs_flush = true;
+                    moved = true;
+                }
+                Poll::Ready(r) => {
+                    if let Err(e) = &r {
+                        tracing::debug!(transport = id, error = %e, "transport write failed");
+                    }
+                    self.fail(id);
+                    moved = true;
+                }
+                Poll::Pending => {
+                    if plan.current != Some(id) {
+                        // The session gave this transport up (idle timeout,
+                        // half-open resume, its end) while the write was
+                        // blocked: a blackholed socket would block forever.
+                        self.release(id);
+                        moved = true;
+                    }
+                    blocked = true;
+                    break;
+                }
+            }
+        }
+
+        // Flush once the queue is out (a TLS stream may hold a record).
+        if self.queue.is_empty() && self.needs_flush {
             if let Some((id, t)) = self.transport.as_mut() {
                 let id = *id;
-                match Pin::new(&mut **t).poll_read(cx, &mut self.buf) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                        progress = true;
-                        self.lose(sh, now, id);
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        progress = true;
-                        sh.session.handle_input(
-                            now,
-                            Input::Received {
-                                transport: id,
-                                data: &self.buf[..n],
-                            },
-                        );
+                match Pin::new(&mut **t).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.needs_flush = false,
+                    Poll::Ready(Err(_)) => {
+                        self.fail(id);
+                        moved = true;
                     }
                     Poll::Pending => {}
                 }
             }
         }
 
-        // Timers. An overdue deadline is served even while bytes keep
-        // moving, so a busy session still notices a dead peer; the timer is
-        // armed only when the driver is about to sleep. It also serves the
-        // application's bounds (an early `Timeout` is harmless).
-        let session_deadline = sh.session.poll_timeout();
-        let app_deadline = min_opt(sh.close_deadline, sh.shutdown_deadline);
-        if let Some(deadline) = min_opt(session_deadline, app_deadline) {
-            if session_deadline.is_some_and(|d| d <= now) {
-                sh.session.handle_input(now, Input::Timeout);
-                self.armed = None;
-                progress = true;
-            } else if deadline <= now {
-                progress = true;
-            } else if !progress {
+        // A transport the session dropped: closed once its last frames are
+        // out, or as soon as their write blocks.
+        if let Some(id) = self.closing {
+            if self.queue.is_empty() || blocked || self.transport.as_ref().map(|t| t.0) != Some(id)
+            {
+                if self.needs_flush {
+                    if let Some((_, t)) = self.transport.as_mut() {
+                        // Best effort: one flush, whatever it answers.
+                        let _ = Pin::new(&mut **t).poll_flush(cx);
+                    }
+                }
+                self.release(id);
+                moved = true;
+            }
+        }
+
+        // Reading, unless the receive queue is full (TCP then pushes back),
+        // into a reused buffer whose bytes the core keeps by reference.
+        if plan.read {
+            if let Some((id, t)) = self.transport.as_mut() {
+                let id = *id;
+                if self.rbuf.len() < READ_MIN {
+                    // Reclaims the old allocation once the application has
+                    // read every chunk of it.
+                    self.rbuf.clear();
+                    self.rbuf.reserve(READ_BUF);
+                    self.rbuf.resize(READ_BUF, 0);
+                }
+                match Pin::new(&mut **t).poll_read(cx, &mut self.rbuf) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        let data = self.rbuf.split_to(n).freeze();
+                        self.done.received = Some((id, data));
+                        moved = true;
+                    }
+                    Poll::Ready(_) => {
+                        self.fail(id);
+                        moved = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+        }
+
+        // Client: a transport being opened.
+        if let Some((id, fut)) = self.connecting.as_mut() {
+            let id = *id;
+            if plan.current != Some(id) {
+                // The attempt timed out in the session.
+                self.connecting = None;
+            } else if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+                self.connecting = None;
+                self.done.connected = Some((id, r));
+                moved = true;
+            }
+        }
+
+        // Nothing moved: sleep until the next deadline. The timer is armed
+        // only then (it also serves the application's bounds).
+        if !moved {
+            if let Some(deadline) = plan.deadline {
                 if self.armed.map_or(true, |a| a > deadline) {
                     match self.timer.as_mut() {
                         Some(t) => t.reset(deadline),
@@ -448,14 +556,13 @@ impl<R: Runtime> Driver<R> {
                 if let Some(t) = self.timer.as_mut() {
                     if t.poll_expired(cx).is_ready() {
                         self.armed = None;
-                        sh.session.handle_input(self.rt.now(), Input::Timeout);
-                        progress = true;
+                        self.done.timer = true;
+                        moved = true;
                     }
                 }
             }
         }
-        sh.wire_idle = self.writing.is_none() && !self.needs_flush && self.transport.is_some();
-        progress
+        moved
     }
 }
 
@@ -499,17 +606,6 @@ impl<R: Runtime> Driver<R> {
     }
 }
 
-struct Noop;
-
-impl std::task::Wake for Noop {
-    fn wake(self: Arc<Self>) {}
-}
-
-/// A waker that does nothing, for one best-effort poll.
-fn noop_waker() -> std::task::Waker {
-    std::task::Waker::from(Arc::new(Noop))
-}
-
 impl<R: Runtime> Future for Driver<R> {
     type Output = ();
 
@@ -524,15 +620,24 @@ impl<R: Runtime> Future for Driver<R> {
         }
         let handle = this.handle.clone();
         for _ in 0..BUDGET {
+            let (progress, plan, finished) = {
+                let mut sh = lock(&handle.shared);
+                let (progress, plan) = this.locked(&mut sh);
+                (progress, plan, sh.session.is_finished())
+            };
+            let moved = this.unlocked(cx, &plan);
+            if progress || moved {
+                continue;
+            }
+            // Nothing moved on either side: report to the waiters, then sleep.
             let mut sh = lock(&handle.shared);
-            let progress = this.step(&mut sh, cx);
-            if sh.session.is_finished() && !progress {
+            if finished {
                 let bound = sh.session.config().handshake_timeout;
-                let done = this.writing.is_none() || this.linger_expired(cx, bound);
+                let done = this.queue.is_empty() || this.linger_expired(cx, bound);
                 if done {
                     // Everything the session had to say (an ABORT, a CLOSE)
                     // is written, or the peer stopped reading for too long.
-                    this.writing = None;
+                    this.queue.clear();
                     this.transport = None;
                     sh.socket = None;
                     sh.flushed = true;
@@ -540,13 +645,9 @@ impl<R: Runtime> Future for Driver<R> {
                     wake_all(&mut sh.progress);
                     return Poll::Ready(());
                 }
-                wake_all(&mut sh.progress);
-                return Poll::Pending;
             }
-            if !progress {
-                wake_all(&mut sh.progress);
-                return Poll::Pending;
-            }
+            wake_all(&mut sh.progress);
+            return Poll::Pending;
         }
         // Out of budget: let the other tasks of this thread run first.
         cx.waker().wake_by_ref();

@@ -133,6 +133,9 @@ use std::time::Instant;
 use ft_session_core::TransportInfo;
 
 pub use adapt::{AcceptStream, ConnectFn};
+/// The buffer type of the zero-copy calls ([`FtStream::send_bytes`],
+/// [`FtStream::read_chunk`]).
+pub use bytes::Bytes;
 pub use client::connect;
 pub use entropy::OsEntropy;
 pub use ft_session_core::{ServerAddr, ToServerAddr};

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use ft_session_core::{
     Config, Delivery, ReadError, Session, SessionError, SessionId, SessionState, Stats,
     TransportId, WriteError,
@@ -249,6 +250,65 @@ impl FtStream {
             }
             Err(e) => Poll::Ready(Err(e.into())),
         }
+    }
+
+    /// Queues the front of `data` without copying it (the stream buffer
+    /// keeps a reference); returns how many bytes were taken, which are
+    /// split off `data`. Retained until the peer has them, across
+    /// reconnects, as with [`FtStream::poll_write`].
+    ///
+    /// Cancel-safe: bytes are taken only when it returns `Ready(Ok(n))`.
+    pub fn poll_send(&self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<usize>> {
+        let mut sh = lock(&self.handle.shared);
+        match sh.session.send(data) {
+            Ok(n) => {
+                drop(sh);
+                self.handle.wake_driver();
+                Poll::Ready(Ok(n))
+            }
+            Err(WriteError::Blocked) => {
+                set_waker(&mut sh.writer, cx);
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
+    }
+
+    /// Writes all of `data` without copying it (the zero-copy `write_all`).
+    /// Not cancel-safe: a prefix may have been taken when it is dropped.
+    pub async fn send_bytes(&self, mut data: Bytes) -> io::Result<()> {
+        while !data.is_empty() {
+            poll_fn(|cx| self.poll_send(cx, &mut data)).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the next piece of received bytes without copying it (it shares
+    /// the driver's read buffer); an empty chunk is end of stream.
+    ///
+    /// Cancel-safe: bytes are taken only when it returns `Ready`.
+    pub fn poll_read_chunk(&self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+        let mut sh = lock(&self.handle.shared);
+        let was_full = !sh.session.wants_input();
+        match sh.session.read_chunk() {
+            Ok(chunk) => {
+                if was_full && sh.session.wants_input() {
+                    drop(sh);
+                    self.handle.wake_driver();
+                }
+                Poll::Ready(Ok(chunk))
+            }
+            Err(ReadError::Blocked) => {
+                set_waker(&mut sh.reader, cx);
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
+    }
+
+    /// [`FtStream::poll_read_chunk`] as a future.
+    pub async fn read_chunk(&self) -> io::Result<Bytes> {
+        poll_fn(|cx| self.poll_read_chunk(cx)).await
     }
 
     /// Ready once every byte written so far was handed to a live transport

@@ -120,7 +120,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 
 pub use ft_session_async::{
-    ListenerStats, SocketOptions, StreamStats, DEFAULT_IMPLICIT_SOCKET_BUFFER,
+    Bytes, ListenerStats, SocketOptions, StreamStats, DEFAULT_IMPLICIT_SOCKET_BUFFER,
 };
 pub use ft_session_core::{SessionError, ToServerAddr};
 
@@ -321,6 +321,30 @@ impl FtStream {
     /// The `TCP_NODELAY` setting of the session's transports.
     pub fn nodelay(&self) -> bool {
         self.0.nodelay()
+    }
+
+    /// Writes all of `data` without copying it (the zero-copy `write_all`):
+    /// the session keeps a reference to the buffer until the peer has the
+    /// bytes, across reconnects. Not cancel-safe (a prefix may be taken).
+    pub async fn send_bytes(&self, data: Bytes) -> io::Result<()> {
+        self.0.send_bytes(data).await
+    }
+
+    /// Queues the front of `data` without copying it; returns how many
+    /// bytes were taken (split off `data`). Cancel-safe.
+    pub fn poll_send(&self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<usize>> {
+        self.0.poll_send(cx, data)
+    }
+
+    /// Reads the next piece of received bytes without copying it; an empty
+    /// chunk is end of stream. Cancel-safe.
+    pub async fn read_chunk(&self) -> io::Result<Bytes> {
+        self.0.read_chunk().await
+    }
+
+    /// [`FtStream::read_chunk`] as a poll function.
+    pub fn poll_read_chunk(&self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+        self.0.poll_read_chunk(cx)
     }
 
     /// Splits the stream into owned halves that can move to different tasks
