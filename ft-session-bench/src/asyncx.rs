@@ -45,6 +45,8 @@ struct AsyncNet<E>(Arc<E>);
 pub(crate) struct Conn {
     io: Option<Box<dyn Io>>,
     session: Option<Arc<FtStream>>,
+    /// Bulk writes go through `FtStream::send_bytes` (no copy).
+    zero_copy: bool,
 }
 
 impl Conn {
@@ -116,6 +118,21 @@ impl<E: Exec> Accept for SessionAccept<E> {
     }
 }
 
+/// [`Service::Sink`] on a session read by chunks, without a copy.
+async fn sink_chunks(s: FtStream, bytes: u64, done: smol::channel::Sender<()>) {
+    let mut units = Units::new(bytes);
+    while let Ok(chunk) = s.read_chunk().await {
+        if chunk.is_empty() {
+            return;
+        }
+        for _ in 0..units.add(chunk.len()) {
+            if done.send(()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// One connection's server loop.
 async fn handle<E: Exec>(mut io: Box<dyn Io>, svc: Service) {
     let mut buf = vec![0u8; CHUNK];
@@ -161,6 +178,38 @@ async fn handle<E: Exec>(mut io: Box<dyn Io>, svc: Service) {
 }
 
 impl<E: Exec> AsyncNet<E> {
+    /// [`Net::bulk`] through `FtStream::send_bytes`: each 64 KiB write
+    /// shares one buffer, nothing is copied before the kernel.
+    fn bulk_zero_copy(
+        &self,
+        c: &mut Conn,
+        s: Arc<FtStream>,
+        bytes: u64,
+        done: &Receiver<()>,
+    ) -> io::Result<Duration> {
+        let done = done.clone();
+        let mut r = self.each(std::slice::from_mut(c), move |io| {
+            let (done, s) = (done.clone(), s.clone());
+            Box::pin(async move {
+                let chunk: bytes::Bytes = (0..CHUNK).map(|i| (i * 7 + 1) as u8).collect();
+                let start = Instant::now();
+                let r = async {
+                    for _ in 0..bytes / CHUNK as u64 {
+                        s.send_bytes(chunk.clone()).await?;
+                    }
+                    std::future::poll_fn(|cx| s.poll_flush(cx)).await?;
+                    done.recv()
+                        .await
+                        .map_err(|_| io::Error::other("server ended"))?;
+                    Ok(start.elapsed())
+                }
+                .await;
+                (io, r)
+            })
+        })?;
+        r.pop().ok_or_else(|| io::Error::other("no result"))
+    }
+
     /// Runs `f(io)` for every connection's stream at once; puts them back.
     fn each<T: Send + 'static>(
         &self,
@@ -227,6 +276,7 @@ impl<E: Exec> Net for AsyncNet<E> {
         let rt = self.0.server_rt();
         self.0.spawn_server(Box::pin(async move {
             let Ok(next) = E::acceptor(l) else { return };
+            let chunks = matches!(kind, Kind::SessionZeroCopy(_));
             match kind {
                 Kind::Raw => loop {
                     let s = match next().await {
@@ -244,7 +294,7 @@ impl<E: Exec> Net for AsyncNet<E> {
                         rt.spawn(handle::<E>(Box::new(io), svc.clone()));
                     }
                 },
-                Kind::Session(config) => {
+                Kind::Session(config) | Kind::SessionZeroCopy(config) => {
                     let source = SessionAccept::<E> {
                         next,
                         pending: None,
@@ -257,7 +307,12 @@ impl<E: Exec> Net for AsyncNet<E> {
                         return;
                     };
                     while let Ok((s, _)) = listener.accept().await {
-                        rt.spawn(handle::<E>(Box::new(s), svc.clone()));
+                        match (&svc, chunks) {
+                            (Service::Sink { bytes, done }, true) => {
+                                rt.spawn(sink_chunks(s, *bytes, done.clone()))
+                            }
+                            _ => rt.spawn(handle::<E>(Box::new(s), svc.clone())),
+                        }
                     }
                 }
             }
@@ -281,8 +336,9 @@ impl<E: Exec> Net for AsyncNet<E> {
                     Kind::Raw => Conn {
                         io: Some(Box::new(E::stream(net::dial(addr, &o)?)?)),
                         session: None,
+                        zero_copy: false,
                     },
-                    Kind::Session(config) => {
+                    Kind::Session(config) | Kind::SessionZeroCopy(config) => {
                         let o = o.clone();
                         let dial = move || -> ConnectFuture {
                             let o = o.clone();
@@ -302,6 +358,7 @@ impl<E: Exec> Net for AsyncNet<E> {
                         Conn {
                             io: Some(Box::new(Shared(s.clone()))),
                             session: Some(s),
+                            zero_copy: matches!(kind, Kind::SessionZeroCopy(_)),
                         }
                     }
                 });
@@ -318,7 +375,14 @@ impl<E: Exec> Net for AsyncNet<E> {
         }))
     }
 
+    fn zero_copy(&self) -> bool {
+        true
+    }
+
     fn bulk(&self, c: &mut Conn, bytes: u64, done: &Receiver<()>) -> io::Result<Duration> {
+        if let (true, Some(s)) = (c.zero_copy, c.session.clone()) {
+            return self.bulk_zero_copy(c, s, bytes, done);
+        }
         let done = done.clone();
         let mut r = self.each(std::slice::from_mut(c), move |mut io| {
             let done = done.clone();

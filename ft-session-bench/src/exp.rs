@@ -40,6 +40,9 @@ const LOAD_PERIOD: Duration = Duration::from_millis(10);
 pub(crate) enum Kind {
     Raw,
     Session(Config),
+    /// A session written with zero-copy `Bytes` and read by chunks, where
+    /// the runtime offers it ([`Net::zero_copy`]).
+    SessionZeroCopy(Config),
 }
 
 /// E4's receiver: bytes received so far, and when a target count was reached.
@@ -174,10 +177,16 @@ pub(crate) trait Net {
         o: &SockOpts,
         n: usize,
     ) -> io::Result<Vec<Self::Conn>>;
+    /// Whether sessions offer the zero-copy write and read path
+    /// ([`Kind::SessionZeroCopy`]).
+    fn zero_copy(&self) -> bool {
+        false
+    }
     /// The session's reconnect and retransmitted-bytes counters (`None` for raw TCP).
     fn reconnects(&self, c: &Self::Conn) -> Option<Reconnects>;
-    /// Writes `bytes` in 64 KiB writes and waits until the server has read
-    /// them (`done`); the time from the first write.
+    /// Writes `bytes` in 64 KiB writes (zero-copy `Bytes` for
+    /// [`Kind::SessionZeroCopy`]) and waits until the server has read them
+    /// (`done`); the time from the first write.
     fn bulk(&self, c: &mut Self::Conn, bytes: u64, done: &Receiver<()>) -> io::Result<Duration>;
     /// Every connection makes `k` requests one after the other, all
     /// connections at once; every round-trip time in µs.
@@ -224,6 +233,12 @@ fn session(policy: ReleasePolicy) -> Kind {
     let mut c = Config::default();
     c.release_policy = policy;
     Kind::Session(c)
+}
+
+fn session_zero_copy(policy: ReleasePolicy) -> Kind {
+    let mut c = Config::default();
+    c.release_policy = policy;
+    Kind::SessionZeroCopy(c)
 }
 
 /// Calls `f`, keeping the first error in `err` (closures of the rounds
@@ -335,6 +350,24 @@ pub(crate) fn bulk_summary<N: Net>(
         "policy   (base ft_ack, ft ft_implicit): ratio implicit/ack".to_string(),
         compare_bulk(net, rounds, bytes, &mut ses_ack, &mut ses_imp)?,
     ));
+    if net.zero_copy() {
+        let zc = |policy| pair(&session_zero_copy(policy), policy);
+        let mut zc_ack = zc(ack)?;
+        let mut zc_imp = zc(imp)?;
+        out.push((
+            "ack zero-copy      (base raw_tcp, ft ft_ack_zc): ratio ft/raw".to_string(),
+            compare_bulk(net, rounds, bytes, &mut pair(&Kind::Raw, ack)?, &mut zc_ack)?,
+        ));
+        out.push((
+            "implicit zero-copy (base raw_tcp_pinned, ft ft_implicit_zc): ratio ft/raw".to_string(),
+            compare_bulk(net, rounds, bytes, &mut pair(&Kind::Raw, imp)?, &mut zc_imp)?,
+        ));
+        out.push((
+            "policy zero-copy   (base ft_ack_zc, ft ft_implicit_zc): ratio implicit/ack"
+                .to_string(),
+            compare_bulk(net, rounds, bytes, &mut zc_ack, &mut zc_imp)?,
+        ));
+    }
     Ok(out)
 }
 
@@ -342,13 +375,26 @@ pub(crate) fn bulk_summary<N: Net>(
 /// release policy.
 fn bulk<N: Net>(net: &N, ctx: &Ctx, sink: &mut Sink) -> io::Result<()> {
     let bytes = ctx.scale.bulk_bytes;
-    for (policy, name) in [
-        (ReleasePolicy::Ack, "ack/copy"),
-        (ReleasePolicy::Implicit, "implicit/copy"),
-    ] {
+    let mut cases = vec![
+        (ReleasePolicy::Ack, "ack/copy", session(ReleasePolicy::Ack)),
+        (
+            ReleasePolicy::Implicit,
+            "implicit/copy",
+            session(ReleasePolicy::Implicit),
+        ),
+    ];
+    if net.zero_copy() {
+        for (policy, name) in [
+            (ReleasePolicy::Ack, "ack/zero-copy"),
+            (ReleasePolicy::Implicit, "implicit/zero-copy"),
+        ] {
+            cases.push((policy, name, session_zero_copy(policy)));
+        }
+    }
+    for (policy, name, kind) in cases {
         let o = bulk_opts(&ctx.cc, policy);
         let mut raw = BulkPair::new(net, &Kind::Raw, &o, bytes)?;
-        let mut ses = BulkPair::new(net, &session(policy), &o, bytes)?;
+        let mut ses = BulkPair::new(net, &kind, &o, bytes)?;
         let s = compare_bulk(net, ctx.scale.bulk_rounds, bytes, &mut raw, &mut ses)?;
         sink.row(
             "bulk",
@@ -362,11 +408,13 @@ fn bulk<N: Net>(net: &N, ctx: &Ctx, sink: &mut Sink) -> io::Result<()> {
             Some(s.round_median),
         );
     }
-    sink.skip(
-        "bulk",
-        net.name(),
-        "zero-copy write path: no adapter offers a zero-copy write yet (issue 11)".into(),
-    );
+    if !net.zero_copy() {
+        sink.skip(
+            "bulk",
+            net.name(),
+            "zero-copy write path: this adapter offers no zero-copy write".into(),
+        );
+    }
     Ok(())
 }
 

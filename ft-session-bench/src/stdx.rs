@@ -198,7 +198,8 @@ impl Net for StdNet {
                 })
             })
             .map(drop)?,
-            Kind::Session(config) => {
+            // No zero-copy path on std (`Net::zero_copy` is false).
+            Kind::Session(config) | Kind::SessionZeroCopy(config) => {
                 let o2 = o.clone();
                 let incoming = std::iter::from_fn(move || {
                     Some(l.accept().and_then(|(s, _)| {
@@ -248,7 +249,7 @@ impl Net for StdNet {
                         io: Box::new(net::dial(addr, o)?),
                         session: None,
                     }),
-                    Kind::Session(config) => {
+                    Kind::Session(config) | Kind::SessionZeroCopy(config) => {
                         let o = o.clone();
                         let s = Arc::new(FtStream::connect_with(config.clone(), move || {
                             halves(net::dial(addr, &o)?, &o)
