@@ -30,7 +30,13 @@
 //! Each session has exactly one driver task: it alone reads and writes the
 //! session's transport (one task per socket was measured 25-30% faster than a
 //! reader and a writer task). The application's calls only touch the
-//! [`Session`](ft_session_core::Session) under a mutex and wake the driver.
+//! [`Session`](ft_session_core::Session) under a mutex and wake the driver;
+//! the driver holds that mutex only to feed the session what its I/O did
+//! and to poll the next frames, never across a system call. It writes
+//! frames in vectored batches of up to 512 KiB (the core's batched
+//! contract, `Session::set_reports_written`) and hands what it reads to the
+//! core without a copy. [`FtStream::send_bytes`] and [`FtStream::read_chunk`]
+//! are the zero-copy write and read.
 //! A server session is taken out of the listener's endpoint and reports its
 //! events back by handle, so the endpoint's lock never covers a session's
 //! data path.
