@@ -94,7 +94,7 @@ impl fmt::Debug for SessionId {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
-    /// The message does not start with [`MAGIC`].
+    /// The message does not start with the magic bytes `FTSS`.
     #[error("bad magic: not an ft-session peer")]
     BadMagic,
     /// The peer speaks another protocol version.
