@@ -774,6 +774,7 @@ fn a_draining_endpoint_refuses_new_sessions_and_still_routes_resumes() {
         net.run_until(Duration::from_secs(5), |n| n.clients[0].got.len() > 20_000);
         let first = *net.clients[0].wire.keys().min().unwrap();
         let hello = net.clients[0].wire[&first][..HELLO_LEN].to_vec();
+        assert!(net.ep.is_accepting(), "a new endpoint accepts");
         net.ep.set_accepting(false);
         assert!(!net.ep.is_accepting());
         let before = net.ep.stats();
