@@ -1171,3 +1171,22 @@ fn a_reused_transport_id_does_not_disturb_its_session() {
     assert!(!net.dropped.contains(&st), "the live transport was dropped");
     net.assert_exact();
 }
+
+/// A timer already overdue when the caller gets round to it still fires
+/// (a loaded event loop wakes late).
+#[test]
+fn overdue_session_timers_fire() {
+    let mut net = Net::new(Owner::Held, config(), 10);
+    net.add_client(10);
+    net.run_until(Duration::from_secs(5), Net::all_delivered);
+    let due = net.ep.poll_timeout().expect("a held session has timers");
+    let late = due + Duration::from_millis(50);
+    net.ep.handle_input(late, EndpointInput::Timeout);
+    while net.ep.poll_output().is_some() {}
+    let next = net.ep.poll_timeout().expect("timers rearmed");
+    assert!(
+        next > late,
+        "the overdue timer did not fire: {:?} <= late",
+        late - next
+    );
+}
