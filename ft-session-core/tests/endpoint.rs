@@ -1190,3 +1190,36 @@ fn overdue_session_timers_fire() {
         late - next
     );
 }
+
+/// Bytes that follow a fresh HELLO in the same read reach the new session,
+/// held or taken: here an ABORT, which then ends it as the client asked.
+#[cfg(feature = "testing")]
+#[test]
+fn bytes_after_a_hello_in_the_same_read_reach_the_new_session() {
+    use ft_session_core::frame::Frame;
+    for owner in OWNERS {
+        let mut net = Net::new(owner, config(), 10);
+        net.hold_next = Some(0);
+        net.add_client(0);
+        net.pump();
+        let held = net.links.last().unwrap();
+        assert_eq!(held.mode, Mode::Hold);
+        let (st, mut bytes) = (held.server_t, held.held.clone());
+        assert!(!bytes.is_empty(), "the HELLO");
+        let code = Code::from_u16(0x1234);
+        let mut abort = bytes::BytesMut::new();
+        Frame::Abort { code }.encode(&mut abort);
+        bytes.extend_from_slice(&abort);
+        net.server_received(st, &bytes);
+        net.pump();
+        let h = net.accepted[0];
+        assert_eq!(
+            net.apps[&h].outcome,
+            Some(Err(SessionError::Aborted {
+                code,
+                by_peer: true
+            })),
+            "{owner:?}"
+        );
+    }
+}
