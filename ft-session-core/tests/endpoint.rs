@@ -1223,3 +1223,16 @@ fn bytes_after_a_hello_in_the_same_read_reach_the_new_session() {
         );
     }
 }
+
+/// A transport its session dropped is no longer routed: the endpoint stops
+/// wanting its bytes.
+#[test]
+fn a_dropped_transport_is_no_longer_routed() {
+    let mut net = Net::new(Owner::Held, config(), 10);
+    net.add_client(10);
+    net.run_until(Duration::from_secs(5), Net::all_delivered);
+    let st = net.links[0].server_t;
+    assert!(net.ep.wants_input(st));
+    net.crash(0, false, true);
+    assert!(!net.ep.wants_input(st), "still routed after its loss");
+}
