@@ -3,9 +3,9 @@
 #
 # Installs cargo-mutants 27.x from crates.io if missing, then mutates each
 # file in turn and runs a fast test profile: the core's unit tests, the rule
-# tests (tests/protocol_rules.rs), the endpoint, handshake and config tests,
-# and a reduced simulation run (FT_SIM_CASES, default 40). One job, a timeout
-# per mutant: the machine may be shared. Mutants are applied in place (the
+# tests (tests/protocol_rules.rs), the endpoint, handshake, config and session
+# contract tests, and a reduced simulation run (FT_SIM_CASES, default 40). One
+# job, a timeout per mutant: the machine may be shared. Mutants are applied in place (the
 # tree's own target/ is reused instead of a fresh build in a copy; cargo-mutants
 # restores every file), so run it on a clean checkout you are not editing.
 # Results go to target/mutants/<file>/
@@ -34,7 +34,7 @@ export FT_SIM_CASES="${FT_SIM_CASES:-40}"
 export FT_CONFIG_CASES="${FT_CONFIG_CASES:-32}"
 timeout="${MUTANTS_TIMEOUT:-180}"
 # shellcheck disable=SC2206 # word splitting wanted: a list of cargo test flags
-tests=(${MUTANTS_TESTS:---lib --test protocol_rules --test endpoint --test handshake --test config_props --test sim_props})
+tests=(${MUTANTS_TESTS:---lib --test protocol_rules --test endpoint --test handshake --test config_props --test session_contract --test sim_props})
 shard=()
 if [ -n "${MUTANTS_SHARD:-}" ]; then
     # round-robin: a spread sample, not the first 1/n of the file in order.
