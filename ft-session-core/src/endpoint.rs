@@ -232,6 +232,10 @@ pub struct EndpointStats {
     pub held: usize,
     /// Transports waiting for their first message.
     pub pending_handshakes: usize,
+    /// Transports routed to held sessions: one per attached held session,
+    /// plus one it is leaving until that drop is polled. Taken sessions
+    /// have none (their caller routes their transport).
+    pub routed_transports: usize,
     /// Sessions accepted so far.
     pub accepted: u64,
     /// Transports dropped at once: [`Config::max_pending_handshakes`] reached.
@@ -368,6 +372,7 @@ impl Endpoint {
             sessions: self.slots.len(),
             held: self.slots.values().filter(|s| s.session.is_some()).count(),
             pending_handshakes: self.pending.len(),
+            routed_transports: self.routes.len(),
             ..self.stats
         }
     }

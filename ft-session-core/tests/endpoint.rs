@@ -1236,3 +1236,79 @@ fn a_dropped_transport_is_no_longer_routed() {
     net.crash(0, false, true);
     assert!(!net.ep.wants_input(st), "still routed after its loss");
 }
+
+/// `stats().routed_transports` follows the attached held sessions through
+/// losses, resumes (one after a half-open loss, so the server still
+/// believed in the old transport) and clean closes, and nothing stays
+/// routed once every session ended. Taken sessions are never routed.
+#[test]
+fn routes_follow_attached_transports_and_none_outlive_their_sessions() {
+    for owner in OWNERS {
+        let held = |n: usize| if owner == Owner::Held { n } else { 0 };
+        let mut net = Net::new(owner, config(), 20_000);
+        for _ in 0..3 {
+            net.add_client(20_000);
+        }
+        net.run_until(Duration::from_secs(5), Net::all_delivered);
+        assert_eq!(net.ep.stats().routed_transports, held(3), "{owner:?}");
+        // The server sees client 0's loss: its session parks, unrouted.
+        net.crash(0, false, true);
+        assert_eq!(net.ep.stats().set.parked, 1);
+        assert_eq!(net.ep.stats().routed_transports, held(2), "{owner:?}");
+        net.run_until(Duration::from_secs(5), |n| {
+            n.clients[0].s.stats().resumes == 1
+        });
+        assert_eq!(net.ep.stats().routed_transports, held(3), "{owner:?}");
+        // Half-open: only client 1 sees the loss; its resume replaces the
+        // transport the server still had.
+        net.crash(1, true, false);
+        net.run_until(Duration::from_secs(5), |n| {
+            n.clients[1].s.stats().resumes == 1
+        });
+        assert_eq!(net.ep.stats().routed_transports, held(3), "{owner:?}");
+        for c in &mut net.clients {
+            c.to_send.extend_from_slice(b" and the end");
+            c.close_when_done = true;
+        }
+        net.run_until(Duration::from_secs(10), |n| {
+            n.clients.iter().all(|c| c.outcome.is_some())
+        });
+        assert!(net.clients.iter().all(|c| c.outcome == Some(Ok(()))));
+        net.pump();
+        net.assert_exact();
+        let stats = net.ep.stats();
+        assert_eq!(
+            (stats.routed_transports, stats.sessions),
+            (0, 0),
+            "{owner:?} {stats:?}"
+        );
+    }
+}
+
+/// A held session taken after a half-open resume (the new transport routed,
+/// the old one dropped) leaves no route behind: its bytes are the caller's
+/// from now on.
+#[test]
+fn taking_a_resumed_session_unroutes_its_transport() {
+    let mut net = Net::new(Owner::Held, config(), 1000);
+    net.add_client(1000);
+    net.run_until(Duration::from_secs(5), Net::all_delivered);
+    let h = net.accepted[0];
+    let old = net.links[0].server_t;
+    net.crash(0, true, false);
+    net.run_until(Duration::from_secs(5), |n| {
+        n.clients[0].s.stats().resumes == 1
+    });
+    assert!(net.dropped.contains(&old), "the old transport was dropped");
+    let new = net.current(0).unwrap().server_t;
+    assert!(net.ep.wants_input(new));
+    assert_eq!(net.ep.stats().routed_transports, 1);
+    let s = net.ep.take_session(h).expect("held");
+    assert_eq!(s.transport(), Some(new));
+    let stats = net.ep.stats();
+    assert_eq!(
+        (stats.routed_transports, stats.held, stats.sessions),
+        (0, 0, 1)
+    );
+    assert!(!net.ep.wants_input(new), "a taken session's transport");
+}
