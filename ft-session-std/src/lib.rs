@@ -53,7 +53,9 @@
 //! [`FtListener::from_incoming`], and [`FtListener::accept`] returning
 //! `(FtStream, Option<SocketAddr>)`; [`FtStream::peer_addr`] and
 //! [`FtStream::local_addr`] of the current transport,
-//! [`FtStream::set_nodelay`] for every transport; [`FtStream::close`] and
+//! [`FtStream::set_nodelay`] for every transport; [`FtStream::send_bytes`]
+//! and [`FtStream::read_chunk`] to write and read a [`Bytes`] without a copy;
+//! [`FtStream::close`] and
 //! [`FtStream::close_timeout`]; [`FtListener::stop_accepting`],
 //! [`FtListener::drain`] and [`FtListener::drain_timeout`] to stop a server
 //! while its sessions finish (resumes still served). Every constructor
@@ -68,6 +70,8 @@
 //! |---|---|---|---|
 //! | `write` | room in the stream buffer | the bytes are the session's: kept until the peer has them, across reconnects | the write timeout, if set |
 //! | `read` | bytes, end of stream or the session's end | `Ok(0)` is the peer's shutdown or a clean close | the read timeout, if set |
+//! | [`FtStream::send_bytes`] | room in the stream buffer for all of it | as `write_all`: every byte is the session's, kept by reference (no copy) until the peer has it | the write timeout, if set (`WouldBlock`; a prefix may have been taken, as with `write_all`) |
+//! | [`FtStream::read_chunk`] | bytes, end of stream or the session's end | the next received piece, without a copy; an empty chunk is end of stream | the read timeout, if set |
 //! | `flush` | every byte written so far is in a live transport (written into the kernel's send buffer); waits across a reconnect | as `TcpStream::flush`: nothing left in this process for the kernel to take | the write timeout, if set (`WouldBlock`) |
 //! | `shutdown(Write)` | the FIN was sent and the peer **session acknowledged every byte** before it (both release policies acknowledge a FIN) | the peer session has the whole stream; this side can still read | the close timeout: `TimedOut`, the session goes on |
 //! | [`FtStream::close`] / [`FtStream::close_timeout`] | the CLOSE exchange finished and the last CLOSE frame was written; unread input is discarded | both sessions know every byte arrived both ways | the close timeout (default `max_reconnect_time`): then the session is aborted and the call fails with `TimedOut` |
@@ -154,6 +158,9 @@ mod stream;
 mod threaded;
 mod transport;
 
+/// The buffer type of the zero-copy calls ([`FtStream::send_bytes`],
+/// [`FtStream::read_chunk`]).
+pub use ft_session_async::Bytes;
 pub use ft_session_async::OsEntropy;
 pub use ft_session_core::TransportInfo;
 pub use ft_session_core::{

@@ -7,7 +7,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use ft_session_async::{ConnectFuture, Connected};
+use ft_session_async::{Bytes, ConnectFuture, Connected};
 use ft_session_core::{Config, SessionId, SessionState, Stats, ToServerAddr};
 
 use crate::runtime::{block_on, runtime, wait, Live};
@@ -254,6 +254,46 @@ impl FtStream {
     /// code, 0x1000..=0xFFFF).
     pub fn abort(&self, code: u16) {
         self.inner.abort(code)
+    }
+
+    /// Writes all of `data` without copying it (the zero-copy `write_all`):
+    /// the session keeps a reference to the buffer (a clone of the `Bytes`,
+    /// so the caller may keep and reuse its own) until the peer has the
+    /// bytes, across reconnects. Blocks while the stream buffer is full.
+    ///
+    /// `Ok` means what `write_all` returning `Ok` means: every byte is the
+    /// session's. It fails with the session's error if the session is lost
+    /// (or was shut down for writing), and with `WouldBlock` if the write
+    /// timeout passes first; then, as with `write_all`, a prefix of `data`
+    /// may have been taken and will be delivered.
+    pub fn send_bytes(&self, mut data: Bytes) -> io::Result<()> {
+        let deadline = self.timeouts().write.map(|d| Instant::now() + d);
+        while !data.is_empty() {
+            wait(deadline, |cx| self.inner.poll_send(cx, &mut data)).unwrap_or_else(|| {
+                Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "send_bytes timed out",
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Reads the next piece of received bytes without copying it: the chunk
+    /// shares the buffer the I/O thread read the transport into. Blocks
+    /// until bytes, end of stream or the session's end; an **empty chunk is
+    /// end of stream** (the peer's shutdown or a clean close), as `Ok(0)`
+    /// is for `read`. A chunk is the next contiguous piece of the receive
+    /// queue (at most one read of the transport); `read` and `read_chunk`
+    /// take from the same queue, in order, so they may be mixed.
+    ///
+    /// Fails with the session's error if the session is lost, and with
+    /// `WouldBlock` if the read timeout passes first (nothing taken, the
+    /// session goes on).
+    pub fn read_chunk(&self) -> io::Result<Bytes> {
+        let deadline = self.timeouts().read.map(|d| Instant::now() + d);
+        wait(deadline, |cx| self.inner.poll_read_chunk(cx))
+            .unwrap_or_else(|| Err(io::Error::new(io::ErrorKind::WouldBlock, "read timed out")))
     }
 
     fn read_impl(&self, buf: &mut [u8]) -> io::Result<usize> {
