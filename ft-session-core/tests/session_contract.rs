@@ -1,8 +1,10 @@
-//! Small promises of the `Session` API that the big simulations never look
-//! at: the getters of a verified resume, `Transmit::is_empty`,
-//! `Session::config`, `is_flushed` and partial `Written` reports under the
-//! batched contract. Each test here was written for a mutant of
-//! `src/session.rs` that survived the rest of the suite (issue 10,
+//! Small promises of the `Session` and `ConnectionSet` APIs that the big
+//! simulations never look at: the getters of a verified resume,
+//! `Transmit::is_empty`, `Session::config`, `is_flushed` and partial
+//! `Written` reports under the batched contract; the set's limits at their
+//! exact boundaries and the tombstone of an evicted proven session. Each
+//! test here was written for a mutant of `src/session.rs` or
+//! `src/connection_set.rs` that survived the rest of the suite (issue 10,
 //! section 4; see `scripts/mutants.sh`).
 //!
 //! A client `Session` and a server admitted by a `ConnectionSet`, over an
@@ -12,12 +14,13 @@
 // Tests are the caller: they own the clock the core is handed.
 #![allow(clippy::disallowed_methods)]
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ft_session_core::{
-    Admission, Config, ConnectionSet, Event, FrameHead, HandshakeReader, HandshakeStep, Input,
-    Output, Params, Session, SessionState, Transmit, TransportId, TransportInfo,
+    Admission, ClientHello, Code, Config, ConnectionSet, Event, FrameHead, HandshakeReader,
+    HandshakeStep, Input, Output, Params, ReleasePolicy, Session, SessionError, SessionId,
+    SessionState, SetEvent, Transmit, TransportId, TransportInfo,
 };
 use sha2::{Digest, Sha256};
 
@@ -59,25 +62,35 @@ struct Pair {
     reader: Option<HandshakeReader>,
     /// The link carries bytes.
     up: bool,
+    /// Buffer sizes of the next transports, both ends.
+    info: TransportInfo,
     resumes: Vec<SeenResume>,
+    /// Codes of the set's refusals.
+    refused: Vec<Code>,
     c_got: Vec<u8>,
     s_got: Vec<u8>,
 }
 
 impl Pair {
     fn new() -> Pair {
+        Pair::with_config(config())
+    }
+
+    fn with_config(cfg: Config) -> Pair {
         let now = Instant::now();
         let mut p = Pair {
             now,
-            set: ConnectionSet::new(config()),
+            set: ConnectionSet::new(cfg.clone()),
             entropy: 0x9E37_79B9_7F4A_7C15,
-            c: Session::client(config(), now, 7),
+            c: Session::client(cfg, now, 7),
             s: None,
             ct: 0,
             st: 100,
             reader: None,
             up: false,
+            info: CLIENT_INFO,
             resumes: Vec::new(),
+            refused: Vec::new(),
             c_got: Vec::new(),
             s_got: Vec::new(),
         };
@@ -119,7 +132,8 @@ impl Pair {
                 *b = x as u8;
             }
         };
-        let admission = self.set.admit(now, st, CLIENT_INFO, hello, &mut entropy);
+        let info = self.info;
+        let admission = self.set.admit(now, st, info, hello, &mut entropy);
         self.entropy = x;
         match admission {
             Admission::Fresh(s) => self.s = Some(*s),
@@ -135,11 +149,26 @@ impl Pair {
                     Input::Resume {
                         transport: st,
                         resume,
-                        info: CLIENT_INFO,
+                        info,
                     },
                 );
             }
-            Admission::Reject { code, .. } => panic!("refused: {code:?}"),
+            Admission::Reject { reply, code } => {
+                // The reply, then the server closes the transport.
+                self.refused.push(code);
+                let ct = self.ct;
+                self.c.handle_input(
+                    now,
+                    Input::Received {
+                        transport: ct,
+                        data: &reply,
+                    },
+                );
+                self.c
+                    .handle_input(now, Input::TransportLost { transport: ct });
+                self.up = false;
+                return;
+            }
         }
         let rest = bytes[consumed..].to_vec();
         if !rest.is_empty() {
@@ -165,13 +194,9 @@ impl Pair {
                         self.st += 1;
                         self.reader = Some(HandshakeReader::new(now, self.set.config()));
                         self.up = true;
-                        self.c.handle_input(
-                            now,
-                            Input::TransportUp {
-                                transport,
-                                info: CLIENT_INFO,
-                            },
-                        );
+                        let info = self.info;
+                        self.c
+                            .handle_input(now, Input::TransportUp { transport, info });
                     }
                     Output::Transmit(t) if t.transport == self.ct && self.up => {
                         assert!(!t.is_empty(), "a session never polls an empty Transmit");
@@ -208,6 +233,19 @@ impl Pair {
                         );
                     }
                     Output::Event(Event::Parked) => self.set.parked(now, s),
+                    Output::Event(Event::Finished(r)) => {
+                        self.set.finished(now, s.session_id().unwrap(), &r);
+                    }
+                    _ => {}
+                }
+            }
+            // The set's evictions and expiries of this session.
+            let id = s.session_id();
+            while let Some(e) = self.set.poll_event() {
+                moved = true;
+                match e {
+                    SetEvent::Evicted(i) if Some(i) == id => s.handle_input(now, Input::Evicted),
+                    SetEvent::Expired(i) if Some(i) == id => s.handle_input(now, Input::Timeout),
                     _ => {}
                 }
             }
@@ -216,6 +254,33 @@ impl Pair {
             }
         }
         panic!("no quiescence");
+    }
+
+    /// The server sees its transport fail; the client is not told.
+    fn server_loses_transport(&mut self) {
+        let (now, st) = (self.now, self.st);
+        self.up = false;
+        self.server()
+            .handle_input(now, Input::TransportLost { transport: st });
+        self.pump();
+    }
+
+    /// Serves the client's timers (its backoff) until `done` holds.
+    fn run_client_timers_until(&mut self, done: impl Fn(&Pair) -> bool) {
+        for _ in 0..100 {
+            if done(self) {
+                return;
+            }
+            let t = self
+                .c
+                .poll_timeout()
+                .expect("the client waits for something");
+            self.now = self.now.max(t);
+            let now = self.now;
+            self.c.handle_input(now, Input::Timeout);
+            self.pump();
+        }
+        panic!("not reached");
     }
 
     /// The link dies and both ends are told; the client resumes at once.
@@ -399,4 +464,222 @@ fn partial_written_reports_count_exactly() {
     assert_eq!(p.c.unwritten(), 0);
     assert_eq!(p.c.accepted(), start + 3000);
     assert!(p.c.is_flushed());
+}
+
+// ---------------------------------------------------------------------------
+// The connection set's implicit retention budget at a resume
+// ---------------------------------------------------------------------------
+
+/// Under the implicit policy a resume re-books the session's share of
+/// `implicit_retention_budget` with the buffers of the new transport: a
+/// share that brings the total exactly to the budget is admitted; one
+/// beyond it is refused with REJECT `BUSY` and the parked session stays as
+/// it was, so the client's retry (with its old buffers) gets in.
+#[test]
+fn a_resume_is_admitted_up_to_the_implicit_budget_and_refused_beyond() {
+    let mut cfg = config();
+    cfg.release_policy = ReleasePolicy::Implicit;
+    cfg.implicit_margin = Some(0);
+    // The server's send buffer and the client's receive buffer: b exactly.
+    let share = CLIENT_INFO.send_buffer.unwrap() + CLIENT_INFO.recv_buffer.unwrap();
+    cfg.implicit_retention_budget = share;
+    let mut p = Pair::with_config(cfg);
+    assert_eq!(p.set.counts().implicit_reserved, share);
+    let up = pattern(5, 4000);
+    write_all(&mut p.c, &up);
+    p.pump();
+
+    // Same buffers on the new transport: the total is the budget, admitted.
+    p.crash();
+    assert_eq!(p.resumes.len(), 1, "refused: {:?}", p.refused);
+    assert_eq!(p.set.counts().implicit_reserved, share);
+
+    // The client's next transport announces a larger receive buffer: its
+    // share would exceed the budget by one byte.
+    p.info.recv_buffer = Some(CLIENT_INFO.recv_buffer.unwrap() + 1);
+    p.crash();
+    assert_eq!(p.refused, [Code::Busy]);
+    assert_eq!(p.resumes.len(), 1);
+    assert_eq!(p.server().state(), SessionState::Parked);
+    assert_eq!(p.set.counts().implicit_reserved, share, "unchanged");
+
+    // Back to the old buffers: the client's retry is admitted.
+    p.info = CLIENT_INFO;
+    p.run_client_timers_until(|p| p.resumes.len() == 2);
+    assert_eq!(p.server().state(), SessionState::Established);
+    let more = pattern(6, 4000);
+    write_all(&mut p.c, &more);
+    p.pump();
+    assert_eq!(digest(&p.s_got), digest(&[up, more].concat()));
+}
+
+// ---------------------------------------------------------------------------
+// The connection set's limits at their boundaries
+// ---------------------------------------------------------------------------
+
+/// A stranger: a fresh HELLO admitted on transport `t` at `at`, whose
+/// transport drops at once (its session parks, unproven).
+fn stranger(
+    set: &mut ConnectionSet,
+    at: Instant,
+    t: TransportId,
+    entropy: &mut dyn ft_session_core::Entropy,
+) -> SessionId {
+    let hello = ClientHello::Fresh(Params::default());
+    let Admission::Fresh(mut s) = set.admit(at, t, TransportInfo::default(), hello, entropy) else {
+        panic!("a fresh HELLO below the limits is admitted");
+    };
+    s.handle_input(at, Input::TransportLost { transport: t });
+    while s.poll_output().is_some() {}
+    assert_eq!(s.state(), SessionState::Parked);
+    set.parked(at, &s);
+    s.session_id().unwrap()
+}
+
+/// `max_parked_unproven` strangers may stay parked; one more evicts the
+/// oldest of them, and only it.
+#[test]
+fn unproven_parked_sessions_are_evicted_only_beyond_their_quota() {
+    let mut cfg = config();
+    cfg.max_parked_unproven = 2;
+    let mut set = ConnectionSet::new(cfg);
+    let start = Instant::now();
+    let mut x = 0x1234_5678_9ABC_DEF1_u64;
+    let mut entropy = |d: &mut [u8]| {
+        for b in d {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+    };
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let at = start + Duration::from_millis(i);
+        ids.push(stranger(&mut set, at, 10 + i, &mut entropy));
+        let c = set.counts();
+        assert_eq!(
+            (c.parked, c.parked_unproven, c.evicted),
+            (i as usize + 1, i as usize + 1, 0)
+        );
+        assert_eq!(set.poll_event(), None, "within the quota");
+    }
+    stranger(&mut set, start + Duration::from_millis(2), 12, &mut entropy);
+    let c = set.counts();
+    assert_eq!((c.parked, c.parked_unproven, c.evicted), (2, 2, 1));
+    assert_eq!(set.poll_event(), Some(SetEvent::Evicted(ids[0])));
+    assert_eq!(set.poll_event(), None);
+}
+
+/// Parked sessions may retain exactly `parked_bytes_budget` bytes; one byte
+/// more evicts.
+#[test]
+fn parked_bytes_are_evicted_only_beyond_the_budget() {
+    const RETAINED: usize = 3000;
+    for (budget, evicted) in [(RETAINED as u64, 0), (RETAINED as u64 - 1, 1)] {
+        let mut cfg = config();
+        cfg.parked_bytes_budget = budget;
+        let mut p = Pair::with_config(cfg);
+        // Written into a transport that is already dead: all retained.
+        p.up = false;
+        write_all(p.server(), &pattern(7, RETAINED));
+        p.server_loses_transport();
+        let c = p.set.counts();
+        assert_eq!(c.evicted, evicted, "budget {budget}");
+        if evicted == 0 {
+            assert_eq!((c.parked, c.parked_bytes), (1, RETAINED as u64));
+            assert_eq!(p.server().state(), SessionState::Parked);
+        } else {
+            assert_eq!((c.parked, c.parked_bytes), (0, 0));
+        }
+    }
+}
+
+/// A proven session evicted by the limits keeps a proven tombstone: the
+/// strangers' tombstones go first, and its client, when it returns, learns
+/// it was evicted (authenticated ENDED) instead of a bare unknown session.
+#[test]
+fn an_evicted_proven_session_outlives_strangers_tombstones() {
+    let mut cfg = config();
+    cfg.max_parked = 1;
+    cfg.max_parked_unproven = 1;
+    cfg.parked_bytes_budget = 1;
+    let mut p = Pair::with_config(cfg);
+    write_all(&mut p.c, b"proof of life");
+    p.pump();
+    assert_eq!(p.s_got, b"proof of life");
+    // The server loses the transport with bytes in flight: over the bytes
+    // budget, and no stranger parked to go first, so the proven one goes.
+    p.up = false;
+    write_all(p.server(), &pattern(8, 100));
+    p.server_loses_transport();
+    assert_eq!(p.server().error(), Some(&SessionError::Evicted));
+    assert_eq!((p.set.counts().evicted, p.set.counts().closed), (1, 1));
+    // Two strangers park after it: the first is evicted by the second
+    // (max_parked), and the tombstones exceed max_parked: a stranger's goes.
+    let later = p.now + Duration::from_millis(1);
+    let mut x = 99_u64;
+    let mut entropy = |d: &mut [u8]| {
+        for b in d {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            *b = (x >> 56) as u8;
+        }
+    };
+    stranger(&mut p.set, later, 500, &mut entropy);
+    stranger(
+        &mut p.set,
+        later + Duration::from_millis(1),
+        501,
+        &mut entropy,
+    );
+    let c = p.set.counts();
+    assert_eq!((c.evicted, c.parked, c.closed), (2, 1, 1), "{c:?}");
+    // The client returns: ENDED, evicted.
+    p.c.handle_input(p.now, Input::TransportLost { transport: p.ct });
+    p.pump();
+    assert_eq!(p.refused, [Code::Evicted]);
+    assert_eq!(p.c.error(), Some(&SessionError::Evicted));
+}
+
+/// Likewise for a proven session that expired while parked: its tombstone
+/// is proven, the strangers' go first, and its client learns it expired.
+#[test]
+fn an_expired_proven_session_outlives_strangers_tombstones() {
+    let mut cfg = config();
+    cfg.max_parked = 1;
+    cfg.max_parked_unproven = 1;
+    cfg.max_reconnect_time = Duration::from_secs(2);
+    let mut p = Pair::with_config(cfg);
+    write_all(&mut p.c, b"proof of life");
+    p.pump();
+    p.server_loses_transport();
+    assert_eq!(p.set.counts().parked, 1);
+    // Nobody returns in time: the set expires it, the session ends.
+    p.now += Duration::from_secs(2);
+    let now = p.now;
+    p.set.handle_timeout(now);
+    p.pump();
+    assert_eq!(p.server().error(), Some(&SessionError::Expired));
+    let c = p.set.counts();
+    assert_eq!((c.expired, c.parked, c.closed), (1, 0, 1), "{c:?}");
+    let mut x = 7_u64;
+    let mut entropy = |d: &mut [u8]| {
+        for b in d {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            *b = (x >> 56) as u8;
+        }
+    };
+    // Later than its tombstone was made, so theirs are the younger.
+    let (s1, s2) = (
+        now + Duration::from_millis(1),
+        now + Duration::from_millis(2),
+    );
+    stranger(&mut p.set, s1, 500, &mut entropy);
+    stranger(&mut p.set, s2, 501, &mut entropy);
+    let c = p.set.counts();
+    assert_eq!((c.evicted, c.parked, c.closed), (1, 1, 1), "{c:?}");
+    p.c.handle_input(now, Input::TransportLost { transport: p.ct });
+    p.pump();
+    assert_eq!(p.refused, [Code::Expired]);
+    assert_eq!(p.c.error(), Some(&SessionError::Expired));
 }
