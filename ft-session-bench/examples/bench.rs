@@ -3,6 +3,8 @@
 //! (the flags of `ft-session bench`).
 
 fn main() {
+    // E5 starts this binary again as its client process.
+    ft_session_bench::child_main();
     let (opts, json, plots) = match ft_session_bench::parse_args(std::env::args().skip(1)) {
         Ok(x) => x,
         Err(e) => {

@@ -39,6 +39,16 @@ pub(crate) fn bulk_summary<E: Exec>(
     exp::bulk_summary(&AsyncNet(Arc::new(ex)), rounds, bytes, cc)
 }
 
+/// E5's client process on the async runtime `ex` (see [`crate::child_main`]).
+pub(crate) fn clients<E: Exec>(
+    ex: E,
+    kind: &Kind,
+    addr: SocketAddr,
+    o: &SockOpts,
+) -> io::Result<()> {
+    crate::footprint::serve_parent(&AsyncNet(Arc::new(ex)), kind, addr, o)
+}
+
 struct AsyncNet<E>(Arc<E>);
 
 /// A client connection: its stream, and the session behind it if any.
@@ -135,10 +145,11 @@ async fn sink_chunks(s: FtStream, bytes: u64, done: smol::channel::Sender<()>) {
 
 /// One connection's server loop.
 async fn handle<E: Exec>(mut io: Box<dyn Io>, svc: Service) {
-    let mut buf = vec![0u8; CHUNK];
+    // Not for Echo: 10,000 idle E5 connections would each hold 64 KiB.
+    let chunk = || vec![0u8; CHUNK];
     match svc {
         Service::Sink { bytes, done } => {
-            let mut units = Units::new(bytes);
+            let (mut units, mut buf) = (Units::new(bytes), chunk());
             while let Ok(n @ 1..) = io.read(&mut buf).await {
                 for _ in 0..units.add(n) {
                     if done.send(()).await.is_err() {
@@ -160,7 +171,7 @@ async fn handle<E: Exec>(mut io: Box<dyn Io>, svc: Service) {
             }
         }
         Service::Pipelined { n } => {
-            let mut units = Units::new(n * REQ as u64);
+            let (mut units, mut buf) = (Units::new(n * REQ as u64), chunk());
             while let Ok(k @ 1..) = io.read(&mut buf).await {
                 for _ in 0..units.add(k) {
                     if io.write_all(&[1u8; REQ]).await.is_err() {
@@ -170,6 +181,7 @@ async fn handle<E: Exec>(mut io: Box<dyn Io>, svc: Service) {
             }
         }
         Service::Count(progress) => {
+            let mut buf = chunk();
             while let Ok(n @ 1..) = io.read(&mut buf).await {
                 progress.add(n);
             }

@@ -16,7 +16,7 @@ use ft_session_testkit::{
 use smol::channel::{Receiver, Sender};
 
 use crate::net::SockOpts;
-use crate::util::{quantile, settled_rss, summarize};
+use crate::util::{quantile, summarize};
 use crate::{Better, Ctx, Experiment, Sink};
 
 /// Request and reply size of E2, E3 and E5 (the paper's 20 bytes).
@@ -31,7 +31,7 @@ const RECOVERY_SEND_BUFFER: usize = 1 << 20;
 /// E4: how long to wait for a reconnect or the missed bytes before giving up.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// E5: one request per client every 10 ms = 100 requests/s each.
-const LOAD_PERIOD: Duration = Duration::from_millis(10);
+pub(crate) const LOAD_PERIOD: Duration = Duration::from_millis(10);
 
 /// Raw TCP or a session with this configuration.
 // A handful of values per run: the Config's size does not matter.
@@ -224,12 +224,12 @@ pub(crate) fn run<N: Net>(net: &N, e: Experiment, ctx: &Ctx, sink: &mut Sink) ->
         Experiment::Latency => latency(net, ctx, sink),
         Experiment::Pipelined => pipelined(net, ctx, sink),
         Experiment::Recovery => recovery(net, ctx, sink),
-        Experiment::Footprint => footprint(net, ctx, sink),
+        Experiment::Footprint => crate::footprint::run(net, ctx, sink),
         Experiment::Core => Ok(()),
     }
 }
 
-fn session(policy: ReleasePolicy) -> Kind {
+pub(crate) fn session(policy: ReleasePolicy) -> Kind {
     let mut c = Config::default();
     c.release_policy = policy;
     Kind::Session(c)
@@ -635,140 +635,4 @@ fn recovery<N: Net>(net: &N, ctx: &Ctx, sink: &mut Sink) -> io::Result<()> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-/// E5's figures at one connection count.
-#[derive(Debug, Clone, Copy, Default)]
-struct Footprint {
-    /// RSS growth per connection end since the previous count, bytes.
-    per_end: f64,
-    /// Process CPU with every connection idle, %.
-    idle: f64,
-    /// Process CPU with each connection making 100 requests/s, %.
-    busy: f64,
-    /// Requests/s achieved under that load.
-    rps: f64,
-}
-
-/// Opens connections of `kind` up to each count in `counts` in turn, keeping
-/// them open, and measures at each: the RSS growth per connection end since
-/// the previous count (so the allocator's warm-up and the fixed costs fall
-/// out, as in a slope), CPU idle and under load.
-fn footprint_of<N: Net>(
-    net: &N,
-    kind: &Kind,
-    addr: SocketAddr,
-    o: &SockOpts,
-    counts: &[usize],
-    window: Duration,
-) -> io::Result<Vec<Footprint>> {
-    let mut conns = Vec::new();
-    let mut out = Vec::new();
-    let mut rss_prev = settled_rss();
-    for &n in counts {
-        let added = n.saturating_sub(conns.len());
-        let mut new = net.connect(kind, addr, o, added)?;
-        // One request each, so every server end has run once.
-        net.rtt_round(&mut new, Duration::ZERO, 1)?;
-        conns.append(&mut new);
-        let rss = settled_rss();
-        let per_end = rss.saturating_sub(rss_prev) as f64 / (2 * added.max(1)) as f64;
-        let c0 = crate::util::cpu_time().unwrap_or_default();
-        std::thread::sleep(window);
-        let c1 = crate::util::cpu_time().unwrap_or_default();
-        let idle = (c1 - c0).as_secs_f64() / window.as_secs_f64() * 100.0;
-        let (busy, rps) = net.load(&mut conns, LOAD_PERIOD, window)?;
-        out.push(Footprint {
-            per_end,
-            idle,
-            busy,
-            rps,
-        });
-        rss_prev = settled_rss();
-    }
-    let n = conns.len();
-    drop(conns);
-    // Let closes finish before the next set is measured.
-    std::thread::sleep(Duration::from_millis(100 + n as u64 / 10));
-    Ok(out)
-}
-
-/// E5: RSS per connection end and process CPU with 1, 100, 1,000 (10,000)
-/// connections, idle and at 100 requests/s each; raw TCP first, then
-/// sessions (idle sessions retain no bytes once acknowledged, so the
-/// session's figure is its cost beyond retained bytes).
-fn footprint<N: Net>(net: &N, ctx: &Ctx, sink: &mut Sink) -> io::Result<()> {
-    let o = SockOpts {
-        cc: ctx.cc.clone(),
-        pin: None,
-    };
-    let kind = session(ReleasePolicy::Ack);
-    let raw_srv = net.serve(&Kind::Raw, &o, Service::Echo)?;
-    let ses_srv = net.serve(&kind, &o, Service::Echo)?;
-    let (max, why) = net.max_conns();
-    let fds = crate::net::max_pairs();
-    // Past the open-file limit, the most that fits (in hundreds) stands in.
-    let fit = fds.saturating_sub(64) / 100 * 100;
-    let mut counts: Vec<usize> = Vec::new();
-    for &n in &ctx.scale.sessions {
-        if n > max {
-            sink.skip("footprint", net.name(), format!("{n} sessions: {why}"));
-        } else if n > fit {
-            sink.skip(
-                "footprint",
-                net.name(),
-                format!("{n} sessions: the open-file limit allows {fit}, measured instead"),
-            );
-            counts.push(fit);
-        } else {
-            counts.push(n);
-        }
-    }
-    counts.dedup();
-    let w = ctx.scale.window;
-    let raw = footprint_of(net, &Kind::Raw, raw_srv.addr, &o, &counts, w)?;
-    let ses = footprint_of(net, &kind, ses_srv.addr, &o, &counts, w)?;
-    let ratio = |a: f64, b: f64| if a > 0.0 { Some(b / a) } else { None };
-    let mut prev = 0;
-    for ((n, r), s) in counts.iter().zip(raw).zip(ses) {
-        let name = net.name();
-        sink.row(
-            "footprint",
-            name,
-            &format!("sessions={prev}->{n}/idle"),
-            "rss_per_end",
-            "bytes",
-            Better::Lower,
-            Some(r.per_end),
-            s.per_end,
-            ratio(r.per_end, s.per_end),
-        );
-        prev = *n;
-        let variant = format!("sessions={n}");
-        for (load, metric, unit, better, a, b) in [
-            ("idle", "cpu", "%", Better::Lower, r.idle, s.idle),
-            ("100rps-each", "cpu", "%", Better::Lower, r.busy, s.busy),
-            (
-                "100rps-each",
-                "requests_per_s",
-                "1/s",
-                Better::Higher,
-                r.rps,
-                s.rps,
-            ),
-        ] {
-            sink.row(
-                "footprint",
-                name,
-                &format!("{variant}/{load}"),
-                metric,
-                unit,
-                better,
-                Some(a),
-                b,
-                ratio(a, b),
-            );
-        }
-    }
-    Ok(())
 }

@@ -13,7 +13,7 @@
 //! | `latency` (E2) | 20-byte request, 20-byte reply, 1/100/1,000 concurrent clients, service time 0/1/2 ms | RTT p50, p99 (µs) |
 //! | `pipelined` (E3) | 100,000 20-byte requests without waiting, one reply after the last | requests/s |
 //! | `recovery` (E4) | kill the transport mid-transfer (proxy RST, `ss -K`) | kill → reconnected, kill → every byte written before the kill delivered (ms), p50 and max |
-//! | `footprint` (E5) | 1/100/1,000 (10,000 with `full`) idle sessions, then 100 requests/s each | RSS per connection end (bytes), process CPU (%) |
+//! | `footprint` (E5) | 1/100/1,000 (10,000 with `full`) idle sessions, then 100 requests/s each; the clients in a second process where the binary allows ([`child_main`]) | connects/s, RSS per session of the server and of the client process (bytes), CPU (%) |
 //! | `core` (E6) | the in-memory session pair against memcpy | GiB/s |
 //!
 //! Every socket has `TCP_NODELAY` and the congestion control `reno` (set per
@@ -31,6 +31,7 @@ mod asyncx;
 mod corex;
 mod exec;
 mod exp;
+mod footprint;
 mod net;
 mod plot;
 mod stdx;
@@ -381,6 +382,36 @@ impl Sink {
             reason,
         });
     }
+}
+
+/// Call first in `main` of a binary that calls [`run`]. If the bench
+/// started this process as E5's client process (it starts its own binary
+/// again, with an environment variable saying what to connect to), this
+/// serves the bench and exits the process. Otherwise it returns, and E5 may
+/// then put its clients in such a child process, so that the bench process
+/// holds only the server ends (10,000 sessions in a 20,000-descriptor
+/// limit) and each side's memory is measured on its own. Without this call
+/// (a test harness) E5 keeps both ends in the bench process.
+pub fn child_main() {
+    let Ok(spec) = std::env::var(footprint::CHILD_ENV) else {
+        footprint::CAN_SPAWN.store(true, std::sync::atomic::Ordering::SeqCst);
+        return;
+    };
+    net::raise_fd_limit();
+    let r =
+        footprint::parse_spec(&spec).and_then(|(runtime, kind, addr, o)| {
+            match Runtime::parse(&runtime) {
+                Some(Runtime::Std) => stdx::clients(&kind, addr, &o),
+                Some(Runtime::Tokio) => asyncx::clients(exec::Tokio::new(false)?, &kind, addr, &o),
+                Some(Runtime::Smol) => asyncx::clients(exec::Smol::new(false)?, &kind, addr, &o),
+                None => Err(std::io::Error::other(format!("unknown runtime {runtime}"))),
+            }
+        });
+    if let Err(e) = r {
+        eprintln!("ft-session bench client process: {e}");
+        std::process::exit(1);
+    }
+    std::process::exit(0);
 }
 
 /// Runs the chosen experiments on the chosen runtimes and returns the

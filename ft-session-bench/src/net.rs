@@ -106,6 +106,13 @@ pub(crate) fn max_pairs() -> usize {
     (limit.saturating_sub(256) / 2) as usize
 }
 
+/// How many connection ends fit in the open-file limit of one process that
+/// holds one end of each (E5's server with its clients in another process).
+pub(crate) fn max_ends() -> usize {
+    let limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    limit.saturating_sub(256) as usize
+}
+
 /// Pins the calling thread (and the threads it starts later, which inherit
 /// its mask) to `core` modulo the cores present.
 pub(crate) fn pin_to(core: usize) {

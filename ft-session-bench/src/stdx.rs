@@ -39,6 +39,11 @@ pub(crate) fn bulk_summary(
     exp::bulk_summary(&StdNet { pin }, rounds, bytes, cc)
 }
 
+/// E5's client process on std threads (see [`crate::child_main`]).
+pub(crate) fn clients(kind: &Kind, addr: SocketAddr, o: &SockOpts) -> io::Result<()> {
+    crate::footprint::serve_parent(&StdNet { pin: false }, kind, addr, o)
+}
+
 struct StdNet {
     pin: bool,
 }
@@ -82,10 +87,11 @@ fn halves(s: TcpStream, o: &SockOpts) -> io::Result<TransportHalves> {
 
 /// One connection's server loop (the blocking twin of the async one).
 fn handle(mut io: Box<dyn Rw>, svc: Service) {
-    let mut buf = vec![0u8; CHUNK];
+    // Not for Echo: 10,000 idle E5 connections would each hold 64 KiB.
+    let chunk = || vec![0u8; CHUNK];
     match svc {
         Service::Sink { bytes, done } => {
-            let mut units = Units::new(bytes);
+            let (mut units, mut buf) = (Units::new(bytes), chunk());
             while let Ok(n @ 1..) = io.read(&mut buf) {
                 for _ in 0..units.add(n) {
                     if done.send_blocking(()).is_err() {
@@ -107,7 +113,7 @@ fn handle(mut io: Box<dyn Rw>, svc: Service) {
             }
         }
         Service::Pipelined { n } => {
-            let mut units = Units::new(n * REQ as u64);
+            let (mut units, mut buf) = (Units::new(n * REQ as u64), chunk());
             while let Ok(k @ 1..) = io.read(&mut buf) {
                 for _ in 0..units.add(k) {
                     if io.write_all(&[1u8; REQ]).is_err() {
@@ -117,6 +123,7 @@ fn handle(mut io: Box<dyn Rw>, svc: Service) {
             }
         }
         Service::Count(progress) => {
+            let mut buf = chunk();
             while let Ok(n @ 1..) = io.read(&mut buf) {
                 progress.add(n);
             }

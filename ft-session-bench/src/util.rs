@@ -140,16 +140,26 @@ pub(crate) fn summarize(rounds: &[(f64, f64)]) -> (f64, f64, f64) {
 
 /// This process's resident set size in bytes (`VmRSS` of /proc/self/status).
 pub(crate) fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    rss_of("/proc/self/status")
+}
+
+/// The `VmRSS` of a /proc/PID/status file, bytes.
+pub(crate) fn rss_of(status: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(status).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
 
-/// CPU time (user + system) of this process so far, from /proc/self/stat
-/// (clock ticks of 1/100 s, Linux's `USER_HZ` for /proc).
+/// CPU time (user + system) of this process so far, from /proc/self/stat.
 pub(crate) fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_time_of("/proc/self/stat")
+}
+
+/// CPU time (user + system) from a /proc/PID/stat file (clock ticks of
+/// 1/100 s, Linux's `USER_HZ` for /proc).
+pub(crate) fn cpu_time_of(stat: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(stat).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();

@@ -48,6 +48,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `bench` (E5) starts this binary again as its client process.
+    ft_session_bench::child_main();
     let cli = Cli::parse();
     // The demo draws a progress bar: only warnings unless RUST_LOG asks for more.
     init_tracing(match cli.command {

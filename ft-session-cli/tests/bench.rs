@@ -44,3 +44,33 @@ fn bench_json_is_one_object_and_bad_flags_fail() {
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--quick"));
 }
+
+/// E5 from the binary puts its clients in a second process (the binary
+/// started again): the server's and the clients' memory come as separate
+/// rows, each beside raw TCP, for sessions on Tokio.
+#[test]
+fn footprint_measures_server_and_client_processes_apart() {
+    let out = bench(&[
+        "--tiny",
+        "--json",
+        "--only",
+        "footprint",
+        "--runtimes",
+        "tokio",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let json = String::from_utf8_lossy(&out.stdout);
+    let metric = |m: &str| json.matches(&format!(r#""metric":"{m}""#)).count();
+    // The tiny mode's two counts (1 and 10 connections).
+    for m in [
+        "rss_per_session_server",
+        "rss_per_session_client",
+        "connects_per_s",
+    ] {
+        assert_eq!(metric(m), 2, "{m} in {json}\n{stderr}");
+    }
+    // Not the one-process row.
+    assert_eq!(metric("rss_per_end"), 0, "{json}");
+    assert!(!stderr.contains("not measured"), "{stderr}");
+}
