@@ -250,8 +250,10 @@ pub struct EndpointStats {
 #[derive(Debug)]
 struct Slot {
     id: SessionId,
-    /// `None` once the caller took it.
-    session: Option<Session>,
+    /// `None` once the caller took it. Boxed: a taken session's slot stays
+    /// until the session finishes, and must not keep a session's worth of
+    /// room (some 2 KiB per session of a one-task-per-session server).
+    session: Option<Box<Session>>,
     /// Transports routed to it (held sessions only; usually one).
     routes: Vec<TransportId>,
     /// Its deadline as booked in `Endpoint::timers`.
@@ -379,14 +381,14 @@ impl Endpoint {
 
     /// A held session, to inspect.
     pub fn session(&self, handle: SessionHandle) -> Option<&Session> {
-        self.slots.get(&handle)?.session.as_ref()
+        self.slots.get(&handle)?.session.as_deref()
     }
 
     /// A held session, to read, write, shut down or close; drain
     /// [`Self::poll_output`] afterwards. `None` once the session is gone: a
     /// finished session stays until everything it received has been read.
     pub fn session_mut(&mut self, handle: SessionHandle) -> Option<&mut Session> {
-        let session = self.slots.get_mut(&handle)?.session.as_mut()?;
+        let session = self.slots.get_mut(&handle)?.session.as_deref_mut()?;
         self.dirty.insert(handle);
         Some(session)
     }
@@ -570,8 +572,7 @@ impl Endpoint {
             .set
             .admit(now, transport, info, hello, &mut self.entropy);
         match admission {
-            Admission::Fresh(session) => {
-                let mut session = *session;
+            Admission::Fresh(mut session) => {
                 session.set_reports_written(self.reports_written);
                 let Some(id) = session.session_id() else {
                     return self.reject(transport, None);
@@ -630,7 +631,7 @@ impl Endpoint {
         let Some(slot) = self.slots.get_mut(&h) else {
             return;
         };
-        match slot.session.as_mut() {
+        match slot.session.as_deref_mut() {
             Some(s) => {
                 if let Some(t) = delivery.transport() {
                     slot.routes.push(t);
@@ -705,7 +706,7 @@ impl Endpoint {
     /// yet. `None` if the session is not held.
     pub fn take_session(&mut self, handle: SessionHandle) -> Option<Session> {
         let slot = self.slots.get_mut(&handle)?;
-        let session = slot.session.take()?;
+        let session = *slot.session.take()?;
         for t in slot.routes.drain(..) {
             self.routes.remove(&t);
         }
@@ -738,7 +739,11 @@ impl Endpoint {
     /// One output of a dirty held session; `None` once it has none left
     /// (then its timer is booked again, or it is freed).
     fn drain(&mut self, h: SessionHandle) -> Option<EndpointOutput> {
-        let Some(session) = self.slots.get_mut(&h).and_then(|s| s.session.as_mut()) else {
+        let Some(session) = self
+            .slots
+            .get_mut(&h)
+            .and_then(|s| s.session.as_deref_mut())
+        else {
             self.dirty.remove(&h);
             return None;
         };
@@ -757,7 +762,7 @@ impl Endpoint {
             Some(Output::Connect { .. }) => None,
             Some(Output::Event(event)) => {
                 let id = self.slots.get(&h).map(|s| s.id);
-                let slot = self.slots.get(&h).and_then(|s| s.session.as_ref());
+                let slot = self.slots.get(&h).and_then(|s| s.session.as_deref());
                 if let (Some(id), Some(s)) = (id, slot) {
                     if note(&mut self.set, &mut self.ids, self.now, id, s, &event) {
                         self.set_events();
@@ -782,7 +787,7 @@ impl Endpoint {
         if let Some(t) = slot.timer.take() {
             self.timers.remove(&(t, h));
         }
-        let Some(s) = slot.session.as_ref() else {
+        let Some(s) = slot.session.as_deref() else {
             return;
         };
         if s.is_finished() {
@@ -821,4 +826,22 @@ fn note(
         _ => return false,
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A taken session's slot stays until the session finishes: it must not
+    /// keep a session's worth of room (the session itself is boxed), or a
+    /// server with one task per session pays for each session twice.
+    #[test]
+    fn a_slot_is_small_beside_a_session() {
+        let (slot, session) = (std::mem::size_of::<Slot>(), std::mem::size_of::<Session>());
+        assert!(slot <= 96, "Slot is {slot} bytes");
+        assert!(
+            session > 4 * slot,
+            "Session is {session} bytes, Slot {slot}"
+        );
+    }
 }
