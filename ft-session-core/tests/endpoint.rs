@@ -107,7 +107,13 @@ struct Net {
     /// Crashes planned for the next link of a client (see `crash_after`).
     plans: HashMap<usize, VecDeque<(usize, bool, bool)>>,
     info: TransportInfo,
+    /// Deadlines served in a row without the clock moving (see `advance`).
+    stalled: u32,
 }
+
+/// A deadline served and still due, this many times in a row, is a timer
+/// that never rearms: fail instead of spinning until the test times out.
+const MAX_STALLED: u32 = 1000;
 
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -173,6 +179,7 @@ impl Net {
             hold_next: None,
             plans: HashMap::new(),
             info: TransportInfo::default(),
+            stalled: 0,
         }
     }
 
@@ -536,6 +543,15 @@ impl Net {
         let Some(t) = self.next_timeout() else {
             return false;
         };
+        if t <= self.now {
+            self.stalled += 1;
+            assert!(
+                self.stalled < MAX_STALLED,
+                "a deadline stays due after being served: livelock"
+            );
+        } else {
+            self.stalled = 0;
+        }
         self.now = self.now.max(t);
         let now = self.now;
         for c in &mut self.clients {
