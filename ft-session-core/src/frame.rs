@@ -1036,4 +1036,137 @@ mod tests {
             assert_eq!(Code::from_u16(v).to_u16(), v);
         }
     }
+
+    #[test]
+    fn session_id_prints_as_hex() {
+        let mut raw = [0u8; SESSION_ID_LEN];
+        raw[0] = 0xab;
+        raw[1] = 0x01;
+        raw[15] = 0xff;
+        let hex = format!("ab01{}ff", "00".repeat(13));
+        assert_eq!(SessionId(raw).to_string(), hex);
+        assert_eq!(format!("{:?}", SessionId(raw)), format!("SessionId({hex})"));
+        let head = FrameHead::control(&Frame::Ack { received: 0x0102 });
+        assert_eq!(
+            format!("{head:?}"),
+            "FrameHead([02, 00, 00, 00, 00, 00, 00, 01, 02])"
+        );
+    }
+
+    #[test]
+    fn codes_are_application_codes_from_the_base_up() {
+        assert_eq!(
+            Code::from_u16(APPLICATION_CODE_BASE),
+            Code::Application(APPLICATION_CODE_BASE)
+        );
+        assert_eq!(Code::from_u16(u16::MAX), Code::Application(u16::MAX));
+        assert_eq!(
+            Code::from_u16(APPLICATION_CODE_BASE - 1),
+            Code::Other(APPLICATION_CODE_BASE - 1)
+        );
+        assert_eq!(Code::from_u16(0), Code::Other(0));
+        assert_eq!(Code::from_u16(11), Code::Other(11));
+    }
+
+    #[test]
+    fn params_flag_byte_is_exactly_wants_acks() {
+        for wants_acks in [false, true] {
+            let p = Params {
+                wants_acks,
+                retain_capacity: 3,
+                recv_buffer: 4,
+            };
+            let w = p.to_wire();
+            assert_eq!(w[0], u8::from(wants_acks));
+            assert_eq!(Params::get(&mut &w[..]), Ok(p));
+        }
+        let mut w = Params::default().to_wire();
+        w[0] = 0x81;
+        assert_eq!(
+            Params::get(&mut &w[..]),
+            Err(DecodeError::ReservedFlags(0x81))
+        );
+    }
+
+    #[test]
+    fn decoder_is_busy_inside_a_header_and_a_payload() {
+        let mut d = FrameDecoder::new(100);
+        assert!(d.is_idle());
+        let head = FrameHead::data(7, 3);
+        assert_eq!(d.decode(&head.as_slice()[..4]).unwrap(), (4, None));
+        assert!(!d.is_idle(), "a partial header is pending");
+        assert_eq!(
+            d.decode(&head.as_slice()[4..]).unwrap(),
+            (
+                DATA_HEADER_LEN - 4,
+                Some(Decoded::Head(Head::Data { offset: 7, len: 3 }))
+            )
+        );
+        assert!(!d.is_idle(), "the payload is pending");
+        assert_eq!(d.decode(b"ab").unwrap(), (2, Some(Decoded::Payload(b"ab"))));
+        assert!(!d.is_idle(), "one payload byte is pending");
+        assert_eq!(
+            d.decode(b"cXYZ").unwrap(),
+            (1, Some(Decoded::Payload(b"c"))),
+            "the payload ends where the frame does"
+        );
+        assert!(d.is_idle());
+    }
+
+    #[test]
+    fn decoder_takes_one_header_at_a_time_from_a_larger_input() {
+        // Several frames in one input, as a transport delivers them: each
+        // call uses exactly one header or one payload, never more.
+        let frames = [
+            Frame::Ack { received: 9 },
+            Frame::Data {
+                offset: 0,
+                payload: Bytes::from_static(b"xyz"),
+            },
+            Frame::Heartbeat,
+            Frame::Fin {
+                offset: 3,
+                close: false,
+            },
+            Frame::Abort { code: Code::Busy },
+        ];
+        let mut wire = BytesMut::new();
+        for f in &frames {
+            f.encode(&mut wire);
+        }
+        // A payload of exactly the maximum is allowed.
+        let mut d = FrameDecoder::new(3);
+        let mut rest = &wire[..];
+        let mut steps = Vec::new();
+        while !rest.is_empty() {
+            let (used, item) = d.decode(rest).unwrap();
+            let item = match item.unwrap() {
+                Decoded::Head(Head::Control(f)) => format!("{f:?}"),
+                Decoded::Head(h) => format!("{h:?}"),
+                Decoded::Payload(p) => format!("{p:?}"),
+            };
+            steps.push((used, item));
+            rest = &rest[used..];
+        }
+        assert!(d.is_idle());
+        let want = [
+            (9, "Ack { received: 9 }".to_string()),
+            (DATA_HEADER_LEN, "Data { offset: 0, len: 3 }".to_string()),
+            (3, format!("{:?}", b"xyz")),
+            (1, "Heartbeat".to_string()),
+            (10, "Fin { offset: 3, close: false }".to_string()),
+            (3, "Abort { code: Busy }".to_string()),
+        ];
+        assert_eq!(steps, want);
+        // Frame::decode also takes one whole frame from the front of more.
+        assert_eq!(
+            Frame::decode(&wire[9..], 3),
+            Ok(Some((frames[1].clone(), DATA_HEADER_LEN + 3)))
+        );
+        assert_eq!(
+            Frame::decode(FrameHead::data(0, 3).as_slice(), 3),
+            Ok(None),
+            "a header of exactly the maximum waits for its payload"
+        );
+    }
 }
