@@ -110,6 +110,7 @@ mod tests {
         assert_eq!(&b.slice(5, 2).unwrap()[..], b"wo");
         assert!(b.slice(10, 1).is_none());
         assert_eq!(b.release_to(7), 7);
+        assert_eq!((b.start(), b.end(), b.len()), (7, 10, 3));
         assert_eq!(&b.slice(7, 10).unwrap()[..], b"rld");
         assert!(b.slice(6, 1).is_none(), "released bytes are gone");
         assert_eq!(b.release_to(3), 0, "release never goes back");
