@@ -46,6 +46,10 @@ pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Largest [`Config::implicit_margin`] and [`Config::implicit_max_buffer`]
 /// accepted (1 TiB): sums of them stay far from `u64::MAX`.
 pub const MAX_IMPLICIT_BYTES: u64 = 1 << 40;
+/// Default for [`Config::max_peer_send_buffer`]: the default
+/// [`Config::send_buffer_capacity`], so a peer with the default configuration
+/// never has to wait for acknowledgments this side cannot read.
+pub const DEFAULT_MAX_PEER_SEND_BUFFER: u64 = DEFAULT_SEND_BUFFER_CAPACITY as u64;
 /// Default for [`Config::implicit_max_buffer`]: twice Linux's default
 /// `rmem_max`/`wmem_max` ceiling of a pinned buffer is far below this.
 pub const DEFAULT_IMPLICIT_MAX_BUFFER: u64 = 64 * 1024 * 1024;
@@ -87,11 +91,23 @@ pub struct Config {
     /// Bytes `send`/`write` may queue before backpressure (with
     /// [`ReleasePolicy::Ack`], the most bytes retained).
     pub send_buffer_capacity: usize,
-    /// Received bytes waiting for the application before the core asks the
-    /// adapter to stop reading the transport.
+    /// The receive window: how far beyond what the application has read
+    /// this side acknowledges received bytes (PROTOCOL.md R10). From a peer
+    /// that releases on acknowledgments the session may buffer this plus the
+    /// peer's send buffer (at most [`Config::max_peer_send_buffer`]) and keeps
+    /// reading the transport up to there; from a peer under the implicit
+    /// policy it buffers this much, then asks the adapter to stop reading.
     pub recv_buffer_capacity: usize,
     /// How the stream buffer is released.
     pub release_policy: ReleasePolicy,
+    /// Largest peer send buffer (the `retain_capacity` it announces) this
+    /// side reads ahead for: received bytes beyond
+    /// [`Config::recv_buffer_capacity`] that it buffers so that the peer's
+    /// acknowledgments, which travel behind the peer's data, can always be
+    /// read (PROTOCOL.md section 4, flow control). A peer announcing more is
+    /// acknowledged as if its buffer were this large; a peer cannot make a
+    /// session buffer more than `recv_buffer_capacity` plus this.
+    pub max_peer_send_buffer: u64,
     /// Extra bytes kept beyond the implicit bound; `None` means
     /// [`IMPLICIT_PACKET_MARGIN`] plus one maximum frame.
     pub implicit_margin: Option<u64>,
@@ -142,6 +158,7 @@ impl Default for Config {
             send_buffer_capacity: DEFAULT_SEND_BUFFER_CAPACITY,
             recv_buffer_capacity: DEFAULT_RECV_BUFFER_CAPACITY,
             release_policy: ReleasePolicy::Ack,
+            max_peer_send_buffer: DEFAULT_MAX_PEER_SEND_BUFFER,
             implicit_margin: None,
             implicit_max_buffer: DEFAULT_IMPLICIT_MAX_BUFFER,
             backoff_initial: DEFAULT_BACKOFF_INITIAL,

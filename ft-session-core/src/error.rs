@@ -51,6 +51,17 @@ pub enum Violation {
         /// Bytes received so far.
         received: u64,
     },
+    /// Data beyond what the peer may send: its announced send buffer
+    /// (`retain_capacity`) past the last count this side acknowledged (an ACK
+    /// or a handshake count). A peer that releases on acknowledgments can
+    /// never have more unacknowledged bytes than that.
+    #[error("data up to {end} but the peer may send only up to {allowed}")]
+    BeyondWindow {
+        /// One past the last byte of the frame.
+        end: u64,
+        /// Acknowledged count plus the peer's announced send buffer.
+        allowed: u64,
+    },
     /// A CLOSE before the peer's FIN.
     #[error("close before end of stream")]
     CloseBeforeFin,

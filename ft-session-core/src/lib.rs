@@ -61,6 +61,22 @@
 //! payload is then kept by reference and [`Session::read_chunk`] gives it
 //! back without a copy.
 //!
+//! ## Flow control
+//!
+//! Read the transport while [`Session::wants_input`] is true. Under the
+//! acknowledgment policy acknowledgments are a window: a session
+//! acknowledges at most [`Config::recv_buffer_capacity`] beyond what its
+//! application read, so its peer (whose send buffer bounds what it may have
+//! unacknowledged) can never send more than the session reads ahead for, and
+//! `wants_input` stays true through a lagging application: the peer's own
+//! acknowledgments, which travel behind its data, are always read, and a
+//! bidirectional transfer larger than both buffers cannot deadlock. Memory
+//! stays bounded by `recv_buffer_capacity` plus
+//! [`Config::max_peer_send_buffer`]. An application read can make an
+//! acknowledgment due: drain `poll_output` after reads (or at least when
+//! [`Session::ack_pending`] turns true). `docs/PROTOCOL.md` (R10, section 4)
+//! has the rule.
+//!
 //! A complete server embedding, with a client over an in-memory transport
 //! that crashes once, and a client that never returns:
 //!

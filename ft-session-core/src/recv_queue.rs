@@ -63,6 +63,27 @@ impl RecvQueue {
         n
     }
 
+    /// Drops the last `n` bytes (the newest received; at most `len`).
+    pub(crate) fn truncate_back(&mut self, n: usize) {
+        let mut left = n.min(self.len);
+        self.len -= left;
+        let t = left.min(self.tail.len());
+        self.tail.truncate(self.tail.len() - t);
+        left -= t;
+        while left > 0 {
+            let Some(back) = self.chunks.back_mut() else {
+                break;
+            };
+            if back.len() <= left {
+                left -= back.len();
+                self.chunks.pop_back();
+            } else {
+                back.truncate(back.len() - left);
+                left = 0;
+            }
+        }
+    }
+
     /// Takes the next contiguous piece without copying.
     pub(crate) fn read_chunk(&mut self) -> Bytes {
         let b = match self.chunks.pop_front() {
@@ -91,6 +112,23 @@ mod tests {
         assert_eq!(&buf, b"abc");
         assert_eq!(&q.read_chunk()[..], b"d");
         assert_eq!(&q.read_chunk()[..], b"ef");
+        assert!(q.is_empty());
+        assert_eq!(q.read(&mut buf), 0);
+    }
+
+    #[test]
+    fn truncate_back_drops_the_newest_bytes_across_chunks() {
+        let mut q = RecvQueue::default();
+        q.push_slice(b"ab");
+        q.push_bytes(Bytes::from_static(b"cdef"));
+        q.push_slice(b"gh");
+        q.truncate_back(3);
+        assert_eq!(q.len(), 5);
+        let mut buf = [0u8; 8];
+        assert_eq!(q.read(&mut buf), 5);
+        assert_eq!(&buf[..5], b"abcde");
+        q.push_slice(b"xy");
+        q.truncate_back(10);
         assert!(q.is_empty());
         assert_eq!(q.read(&mut buf), 0);
     }

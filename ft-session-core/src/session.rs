@@ -588,11 +588,94 @@ impl Session {
 
     /// False while the receive queue is full: the adapter should stop reading
     /// the transport until the application reads (TCP then pushes back).
+    ///
+    /// "Full" depends on the peer's policy (PROTOCOL.md section 4, flow
+    /// control). From a peer that releases on acknowledgments the queue may
+    /// hold [`Config::recv_buffer_capacity`] plus the peer's send buffer
+    /// (clamped by [`Config::max_peer_send_buffer`]): acknowledgments never
+    /// run more than `recv_buffer_capacity` ahead of what the application
+    /// read, so such a peer cannot send more, and its own acknowledgments,
+    /// which travel behind its data, can always be read. Once the peer has
+    /// sent all it may, reading brings only control frames and stays on.
+    /// From a peer under the implicit policy the queue holds
+    /// `recv_buffer_capacity`.
+    ///
     /// Always true during a handshake: the answer must be read even when the
     /// application is not reading, or the resume could never complete (the
-    /// queue may then exceed its capacity by what one read delivers).
+    /// queue may then exceed its capacity by what one read delivers). Also
+    /// true once the peer finished its direction: only control frames can
+    /// follow its FIN.
     pub fn wants_input(&self) -> bool {
-        self.state == SessionState::Handshaking || self.rbuf.len() < self.cfg.recv_buffer_capacity
+        self.state == SessionState::Handshaking
+            || self.peer_fin.is_some()
+            || (self.rbuf.len() as u64) < self.recv_allowance()
+            || self
+                .peer_window()
+                .is_some_and(|w| self.received >= self.acked_sent.saturating_add(w))
+    }
+
+    /// The peer's announced send buffer, if it releases on acknowledgments:
+    /// the most it may send beyond this side's last acknowledged count.
+    fn peer_window(&self) -> Option<u64> {
+        self.peer_params
+            .wants_acks
+            .then_some(self.peer_params.retain_capacity)
+    }
+
+    /// The most received bytes the queue holds before it counts as full:
+    /// the receive window, plus the peer's send buffer (clamped) for a peer
+    /// that releases on acknowledgments.
+    fn recv_allowance(&self) -> u64 {
+        let window = self.cfg.recv_buffer_capacity as u64;
+        match self.peer_window() {
+            Some(w) => window.saturating_add(w.min(self.cfg.max_peer_send_buffer)),
+            None => window,
+        }
+    }
+
+    /// The count this side acknowledges now: what it received, but never
+    /// more than the application's reads plus the receive window, less what
+    /// the peer's send buffer exceeds [`Config::max_peer_send_buffer`] by
+    /// (so the peer's unacknowledged bytes fit in [`Self::recv_allowance`]).
+    /// After the peer's FIN nothing more can come: everything is
+    /// acknowledged. Never below an acknowledgment already sent.
+    fn ack_point(&self) -> u64 {
+        if self.peer_fin.is_some() {
+            return self.received;
+        }
+        let consumed = self.received - self.rbuf.len() as u64;
+        let limit = match self.peer_window() {
+            Some(w) => consumed
+                .saturating_add(self.recv_allowance())
+                .saturating_sub(w),
+            None => consumed.saturating_add(self.cfg.recv_buffer_capacity as u64),
+        };
+        self.received.min(limit).max(self.acked_sent)
+    }
+
+    /// Received bytes between two acknowledgments: a quarter of the peer's
+    /// send buffer, so it never waits for a whole buffer's round trip.
+    fn ack_every(&self) -> u64 {
+        (self.peer_params.retain_capacity / 4).max(1)
+    }
+
+    /// Schedules an ACK if the peer releases on acknowledgments and the
+    /// count it may be told moved a quarter of its buffer.
+    fn maybe_ack(&mut self) {
+        if self.peer_params.wants_acks
+            && !self.pending_ack
+            && self.ack_point() - self.acked_sent >= self.ack_every()
+        {
+            self.pending_ack = true;
+        }
+    }
+
+    /// True while an acknowledgment waits to be polled. An application read
+    /// can open the receive window and make one due: an adapter that does
+    /// not drain `poll_output` after every read must do so when this turns
+    /// true, or the peer waits for the next heartbeat.
+    pub fn ack_pending(&self) -> bool {
+        self.pending_ack && self.state == SessionState::Established
     }
 
     /// True once everything written was handed to the transport and the
@@ -732,6 +815,7 @@ impl Session {
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
         if !self.rbuf.is_empty() {
             let n = self.rbuf.read(buf);
+            self.maybe_ack();
             return Ok(n);
         }
         if buf.is_empty() {
@@ -751,7 +835,9 @@ impl Session {
     /// An empty result is end of stream.
     pub fn read_chunk(&mut self) -> Result<Bytes, ReadError> {
         if !self.rbuf.is_empty() {
-            return Ok(self.rbuf.read_chunk());
+            let chunk = self.rbuf.read_chunk();
+            self.maybe_ack();
+            return Ok(chunk);
         }
         if let Some(e) = &self.error {
             return Err(ReadError::Session(e.clone()));
@@ -837,6 +923,9 @@ impl Session {
         self.info = info;
         self.state = SessionState::Handshaking;
         self.last_rx = self.now;
+        if self.id.is_some() {
+            self.trim_to_window();
+        }
         let hello = match (self.id, self.secret) {
             (Some(session_id), Some(secret)) => ClientHello::Resume(Resume {
                 session_id,
@@ -902,7 +991,11 @@ impl Session {
                 continue;
             };
             let result = match item {
-                Decoded::Head(Head::Data { offset, .. }) => {
+                Decoded::Head(Head::Data { offset, len }) => {
+                    let end = offset.saturating_add(u64::from(len));
+                    let allowed = self
+                        .peer_window()
+                        .map(|w| self.acked_sent.saturating_add(w));
                     if self.peer_fin.is_some() {
                         Err(Violation::FinOffset {
                             fin: self.peer_fin.unwrap_or(0),
@@ -913,6 +1006,10 @@ impl Session {
                             got: offset,
                             expected: self.received,
                         })
+                    } else if let Some(allowed) = allowed.filter(|&a| end > a) {
+                        // Checked from the header, before any payload is
+                        // buffered: what wants_input reads ahead for is bounded.
+                        Err(Violation::BeyondWindow { end, allowed })
                     } else {
                         Ok(())
                     }
@@ -943,12 +1040,7 @@ impl Session {
         if was_empty {
             self.emit(Event::Readable);
         }
-        if self.peer_params.wants_acks {
-            let every = (self.peer_params.retain_capacity / 4).max(1);
-            if self.received - self.acked_sent >= every {
-                self.pending_ack = true;
-            }
-        }
+        self.maybe_ack();
     }
 
     fn on_control(&mut self, f: Frame) -> Result<(), Violation> {
@@ -1187,6 +1279,8 @@ impl Session {
         }
         self.transport = Some(transport);
         self.info = info;
+        // Under the parameters the client released by so far.
+        self.trim_to_window();
         self.peer_params = resume.params;
         self.attempt = resume.attempt;
         // Both directions are judged here, so both sides end with one verdict,
@@ -1241,6 +1335,30 @@ impl Session {
         });
         if let Err(e) = self.check_implicit() {
             self.fail(e);
+        }
+    }
+
+    /// Before this side states its count in a resume handshake: received
+    /// bytes it never acknowledged and that lie beyond the receive window
+    /// are dropped and counted as not received, so the peer, which released
+    /// only what was acknowledged, sends them again. The handshake count
+    /// releases the peer's buffer up to it, and the peer may then send a
+    /// whole buffer more: without the trim, a queue already full would grow
+    /// past [`Self::recv_allowance`] at every resume, and the peer could
+    /// stall behind data this side no longer reads. Nothing is lost (the
+    /// peer still retains every byte past the last acknowledgment) or
+    /// duplicated (those bytes were never delivered to the application).
+    /// Only for a peer that releases on acknowledgments and has not
+    /// finished its direction.
+    fn trim_to_window(&mut self) {
+        if !self.peer_params.wants_acks || self.peer_fin.is_some() {
+            return;
+        }
+        let keep = self.ack_point();
+        if keep < self.received {
+            let drop = self.received - keep;
+            self.rbuf.truncate_back(drop as usize);
+            self.received = keep;
         }
     }
 
@@ -1414,7 +1532,7 @@ impl Session {
                 }
                 if now >= later(self.last_tx, self.cfg.heartbeat_interval) {
                     self.pending_heartbeat = true;
-                    if self.peer_params.wants_acks && self.acked_sent < self.received {
+                    if self.peer_params.wants_acks && self.ack_point() > self.acked_sent {
                         self.pending_ack = true;
                     }
                 }
@@ -1526,9 +1644,9 @@ impl Session {
         let t = self.transport?;
         if self.pending_ack {
             self.pending_ack = false;
-            self.acked_sent = self.received;
+            self.acked_sent = self.ack_point();
             let ack = Frame::Ack {
-                received: self.received,
+                received: self.acked_sent,
             };
             return Some((self.control(t, ack), None));
         }

@@ -1143,10 +1143,17 @@ fn stats_count_held_and_taken_sessions() {
 
 /// `wants_input`: a pending transport always reads (its handshake must be
 /// seen), an unknown one never, a session's transport while its receive
-/// queue has room.
+/// queue has room. The server reads ahead for no part of the client's send
+/// buffer (`max_peer_send_buffer` 0), so 40 KB of the client's first buffer
+/// (64 KiB, sent before any acknowledgment) overfill its 16 KiB window while
+/// the client may still send more (else only control frames could follow
+/// and reading would stay on).
 #[test]
 fn wants_input_follows_pending_unknown_and_full_sessions() {
-    let mut net = Net::new(Owner::Held, config(), 0);
+    let mut server = config();
+    server.recv_buffer_capacity = 16 * 1024;
+    server.max_peer_send_buffer = 0;
+    let mut net = Net::new(Owner::Held, server.clone(), 0);
     assert!(!net.ep.wants_input(4242), "unknown transport");
     let t = net.stranger(&[]);
     assert!(net.ep.wants_input(t), "pending handshake");
@@ -1157,9 +1164,9 @@ fn wants_input_follows_pending_unknown_and_full_sessions() {
     });
     let st = net.links[0].server_t;
     assert!(net.ep.wants_input(st), "room in the receive queue");
-    net.clients[0].to_send = vec![7; 200_000];
+    net.clients[0].to_send = vec![7; 40_000];
     net.run_until(Duration::from_secs(5), |n| {
-        n.ep.session(n.accepted[0]).unwrap().readable() >= config().recv_buffer_capacity
+        n.ep.session(n.accepted[0]).unwrap().readable() >= server.recv_buffer_capacity
     });
     assert!(!net.ep.wants_input(st), "receive queue full");
 }

@@ -1,4 +1,4 @@
-//! One test per rule (R1–R14), handshake decision (2.4, 2.5) and code (3.1)
+//! One test per rule (R1–R15), handshake decision (2.4, 2.5) and code (3.1)
 //! of `docs/PROTOCOL.md`, each named after what it checks.
 //!
 //! A small in-file harness drives client `Session`s and a server (a
@@ -1857,6 +1857,121 @@ fn r10_a_peer_that_does_not_want_acks_gets_only_the_fin_ack() {
     assert!(count_frames(n.slog(0), |f| *f == Frame::Heartbeat) >= 2);
 }
 
+/// The client writes until its buffer is full, pumping after each write.
+fn write_until_blocked(n: &mut Net, data: &[u8], sent: &mut usize) {
+    while *sent < data.len() {
+        match n.c(0).write(&data[*sent..]) {
+            Ok(k) => *sent += k,
+            Err(WriteError::Blocked) => break,
+            Err(e) => panic!("write failed: {e:?}"),
+        }
+        n.pump();
+    }
+}
+
+/// R10: acknowledgments are a window, not receipts. With its application
+/// not reading, the server acknowledges `recv_buffer_capacity` bytes only,
+/// so the client can send no more than that plus its own buffer; the server
+/// keeps reading its transport (only control frames can follow), and each
+/// read moves the window and makes an ACK due at once.
+#[test]
+fn r10_acknowledgments_are_a_window_not_receipts() {
+    let mut c = Config::default();
+    c.send_buffer_capacity = 4000;
+    let mut s = Config::default();
+    s.recv_buffer_capacity = 1000;
+    let mut n = up_with(c, s);
+    let mark = n.slog(0).len();
+    let data = pattern(20_000);
+    let mut sent = 0;
+    write_until_blocked(&mut n, &data, &mut sent);
+    assert_eq!(sent, 5000, "the 1000 acknowledged plus a full buffer");
+    assert_eq!(n.s(0).received(), 5000);
+    assert_eq!(
+        frames(&n.slog(0)[mark..]),
+        vec![Frame::Ack { received: 1000 }],
+        "only the window is acknowledged"
+    );
+    assert_eq!(n.c(0).retained(), 4000);
+    assert!(
+        n.s(0).wants_input(),
+        "the client may send nothing more: reading stays on"
+    );
+    let mut buf = [0u8; 2500];
+    assert_eq!(n.s(0).read(&mut buf).unwrap(), 2500);
+    assert!(n.s(0).ack_pending(), "the read opened the window");
+    n.pump();
+    assert_eq!(
+        frames(&n.slog(0)[mark..]).last(),
+        Some(&Frame::Ack { received: 3500 })
+    );
+    let mut got = buf.to_vec();
+    while sent < data.len() || got.len() < data.len() {
+        write_until_blocked(&mut n, &data, &mut sent);
+        got.extend(read_all(n.s(0)));
+        n.pump();
+    }
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "every byte, once, in order");
+}
+
+/// R10: DATA beyond the acknowledged count plus the peer's announced send
+/// buffer is a violation, detected from the header (a peer that releases on
+/// acknowledgments cannot have more unacknowledged).
+#[test]
+fn r10_data_beyond_the_window_is_a_violation() {
+    let mut c = Config::default();
+    c.send_buffer_capacity = 1000;
+    let mut n = up_with(c, Config::default());
+    assert_server_rejects(
+        &mut n,
+        &data_frame(0, &pattern(1001)),
+        Violation::BeyondWindow {
+            end: 1001,
+            allowed: 1000,
+        },
+    );
+}
+
+/// R15: a resume states the received count after giving back the bytes
+/// beyond the window that were never acknowledged; the client, which still
+/// retains them, sends them again, and the stream arrives exact.
+#[test]
+fn r15_resume_gives_back_unacknowledged_bytes_beyond_the_window() {
+    let mut c = Config::default();
+    c.send_buffer_capacity = 4000;
+    let mut s = Config::default();
+    s.recv_buffer_capacity = 1000;
+    let mut n = up_with(c, s);
+    let data = pattern(20_000);
+    let mut sent = 0;
+    write_until_blocked(&mut n, &data, &mut sent);
+    assert_eq!((sent, n.s(0).received()), (5000, 5000));
+    let (cmark, smark) = (n.clog(0).len(), n.slog(0).len());
+    n.kill(0);
+    n.run_until(n.at(secs(2)));
+    assert_eq!(n.c(0).state(), SessionState::Established);
+    let clog = n.clog(0)[cmark..].to_vec();
+    assert!(
+        replies(&n.slog(0)[smark..])
+            .iter()
+            .any(|r| matches!(r, ServerReply::Resumed { received: 1000, .. })),
+        "the server states its window, not the 5000 it had"
+    );
+    assert!(events(&clog).contains(&Event::Retransmit {
+        from: 1000,
+        to: 5000
+    }));
+    let mut got = Vec::new();
+    while sent < data.len() || got.len() < data.len() {
+        write_until_blocked(&mut n, &data, &mut sent);
+        got.extend(read_all(n.s(0)));
+        n.pump();
+    }
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "nothing lost or duplicated across the resume");
+}
+
 #[test]
 fn r11_fin_at_wrong_offset_is_violation() {
     let mut n = up();
@@ -2653,6 +2768,9 @@ fn r14_idle_transport_declared_dead() {
 fn r14_full_receive_queue_does_not_judge_silence() {
     let mut s = Config::default();
     s.recv_buffer_capacity = 10;
+    // No read-ahead for the client's send buffer: 20 bytes fill the queue
+    // while the client may still send (R10, section 4).
+    s.max_peer_send_buffer = 0;
     let mut n = up_with(Config::default(), s);
     n.c(0).write(&pattern(20)).unwrap();
     n.pump();
@@ -2859,6 +2977,8 @@ fn full_receive_queue_does_not_block_the_resume_handshake() {
     let now = Instant::now();
     let mut cfg = Config::default();
     cfg.recv_buffer_capacity = 16;
+    // No read-ahead for the server's send buffer (R10, section 4).
+    cfg.max_peer_send_buffer = 0;
     let (mut c, _s, ct, _st) =
         ft_session_core::sim::established_pair(now, cfg.clone(), Config::default());
     // Fill the client's receive queue as if the server had sent 16 bytes.
