@@ -9,7 +9,9 @@
 //! a handshake reader, an old resume overtaking a newer one, silent connects
 //! that expire the reader, buffer sizes changing between transports, and
 //! lying peers. Stepping is bounded, so a livelock is an error instead of a
-//! hang.
+//! hang. A side's application sends its data while reading eagerly, or
+//! echoes (reads only once it wrote back what it read, like a blocking echo
+//! server: [`AppConfig::echoing`]).
 //!
 //! Each side's adapter follows one of the two drive contracts (chosen from
 //! the seed, or with [`Pair::set_batched`]): it writes each Transmit whole
@@ -238,6 +240,12 @@ pub struct AppConfig {
     /// Call `close` instead of `shutdown` once everything was sent and the
     /// peer's end of stream was read.
     pub close_after_eof: bool,
+    /// Echo instead of sending `data`: read at most `read_chunk` bytes (8 KiB
+    /// at most) only once everything read before was written back, the way
+    /// a blocking echo server does, so this side reads nothing while its
+    /// writes are blocked. Finishes its direction after the peer's end of
+    /// stream. Ignores `data` and step-wise controls.
+    pub echo: bool,
 }
 
 impl AppConfig {
@@ -249,6 +257,15 @@ impl AppConfig {
             zero_copy: true,
             read_chunk: usize::MAX,
             close_after_eof: false,
+            echo: false,
+        }
+    }
+
+    /// Echoes what it reads (see [`AppConfig::echo`]).
+    pub fn echoing() -> Self {
+        AppConfig {
+            echo: true,
+            ..AppConfig::sending(Bytes::new())
         }
     }
 }
@@ -277,6 +294,13 @@ struct App {
     eof: bool,
     outcome: Option<Result<(), SessionError>>,
     read_error: Option<SessionError>,
+    /// Echo: bytes read and not yet written back (from `echo_off`).
+    echo_pending: Vec<u8>,
+    echo_off: usize,
+    /// Echo: bytes written back (accepted by the session).
+    echoed: Vec<u8>,
+    /// Echo: the direction was finished.
+    echo_done: bool,
 }
 
 impl App {
@@ -289,12 +313,80 @@ impl App {
             eof: false,
             outcome: None,
             read_error: None,
+            echo_pending: Vec::new(),
+            echo_off: 0,
+            echoed: Vec::new(),
+            echo_done: false,
         }
+    }
+
+    /// Bytes this application has written (accepted by its session).
+    fn written(&self) -> &[u8] {
+        if self.cfg.echo {
+            &self.echoed
+        } else {
+            &self.cfg.data[..self.accepted]
+        }
+    }
+
+    /// One round of an echoing application (see [`AppConfig::echo`]).
+    fn echo(&mut self, s: &mut Session) -> bool {
+        let mut progress = false;
+        let mut buf = [0u8; 8192];
+        let want = self.cfg.read_chunk.clamp(1, buf.len());
+        loop {
+            while self.echo_off < self.echo_pending.len() {
+                match s.write(&self.echo_pending[self.echo_off..]) {
+                    Ok(n) if n > 0 => {
+                        let from = self.echo_off;
+                        self.echoed
+                            .extend_from_slice(&self.echo_pending[from..from + n]);
+                        self.echo_off += n;
+                        progress = true;
+                    }
+                    Ok(_) | Err(WriteError::Blocked) => return progress,
+                    Err(_) => {
+                        // Finished or failed: nothing more is written back.
+                        self.echo_off = self.echo_pending.len();
+                        self.eof = true;
+                        break;
+                    }
+                }
+            }
+            self.echo_pending.clear();
+            self.echo_off = 0;
+            if self.eof || self.read_error.is_some() {
+                break;
+            }
+            match s.read(&mut buf[..want]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    self.received.extend_from_slice(&buf[..n]);
+                    self.echo_pending.extend_from_slice(&buf[..n]);
+                }
+                Err(ReadError::Blocked) => break,
+                Err(ReadError::Session(e)) => self.read_error = Some(e),
+            }
+            progress = true;
+        }
+        if self.eof && !self.echo_done {
+            self.echo_done = true;
+            if self.cfg.close_after_eof {
+                s.close();
+            } else {
+                s.shutdown();
+            }
+            progress = true;
+        }
+        progress
     }
 
     /// One round of application work; returns whether anything happened.
     /// With `ctl`, only what the caller allowed so far happens.
     fn act(&mut self, s: &mut Session, ctl: Option<Controls>) -> bool {
+        if self.cfg.echo {
+            return self.echo(s);
+        }
         let mut progress = false;
         if let Some(c) = ctl {
             if c.finish && c.send < self.cfg.data.len() {
@@ -402,7 +494,7 @@ pub struct SimOutcome {
     pub server_received: Vec<u8>,
     /// What the client sent.
     pub client_data: Bytes,
-    /// What the server sent.
+    /// What the server sent (for an echoing server, what it wrote back).
     pub server_data: Bytes,
     /// Steps taken.
     pub steps: u64,
@@ -836,7 +928,7 @@ impl Pair {
 
     /// Bytes the server application paired with the client has written.
     pub fn server_sent(&self) -> Option<&[u8]> {
-        self.paired_app().map(|a| &a.cfg.data[..a.accepted])
+        self.paired_app().map(App::written)
     }
 
     /// Bytes the server application paired with the client has read.
@@ -888,9 +980,18 @@ impl Pair {
         let client = self.client_app.outcome.clone().unwrap_or(Ok(()));
         let id = self.client.session_id();
         let server_side = id.and_then(|id| self.servers.remove(&id));
-        let (server, server_received) = match server_side {
-            Some(s) => (s.app.outcome.clone().or(Some(Ok(()))), s.app.received),
-            None => (None, Vec::new()),
+        let (server, server_received, echoed) = match server_side {
+            Some(s) => (
+                s.app.outcome.clone().or(Some(Ok(()))),
+                s.app.received,
+                s.app.echoed,
+            ),
+            None => (None, Vec::new(), Vec::new()),
+        };
+        let server_data = if self.server_app_cfg.echo {
+            Bytes::from(echoed)
+        } else {
+            self.server_app_cfg.data.clone()
         };
         SimOutcome {
             client,
@@ -898,7 +999,7 @@ impl Pair {
             client_received: std::mem::take(&mut self.client_app.received),
             server_received,
             client_data: self.client_app.cfg.data.clone(),
-            server_data: self.server_app_cfg.data.clone(),
+            server_data,
             steps: self.steps,
             elapsed: self.now - self.start,
             faults_applied: self.faults_applied,

@@ -143,6 +143,7 @@ fuzz_target!(|case: Case| {
         zero_copy: case.zero_copy,
         read_chunk: usize::MAX,
         close_after_eof: false,
+        echo: false,
     };
     let undersized = case.implicit && case.undersized;
     let mut declared = LinkConfig::default().declared;
