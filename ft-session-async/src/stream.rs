@@ -214,11 +214,15 @@ impl FtStream {
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let mut sh = lock(&self.handle.shared);
         let was_full = !sh.session.wants_input();
+        let ack_was_due = sh.session.ack_pending();
         match sh.session.read(buf) {
             Ok(n) => {
-                if was_full && sh.session.wants_input() {
-                    // The driver stopped reading the transport while the
-                    // queue was full; there is room again.
+                // The driver stopped reading the transport while the queue
+                // was full and there is room again, or the read opened the
+                // receive window and the peer waits for that acknowledgment.
+                if (was_full && sh.session.wants_input())
+                    || (!ack_was_due && sh.session.ack_pending())
+                {
                     drop(sh);
                     self.handle.wake_driver();
                 }
@@ -290,9 +294,12 @@ impl FtStream {
     pub fn poll_read_chunk(&self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
         let mut sh = lock(&self.handle.shared);
         let was_full = !sh.session.wants_input();
+        let ack_was_due = sh.session.ack_pending();
         match sh.session.read_chunk() {
             Ok(chunk) => {
-                if was_full && sh.session.wants_input() {
+                if (was_full && sh.session.wants_input())
+                    || (!ack_was_due && sh.session.ack_pending())
+                {
                     drop(sh);
                     self.handle.wake_driver();
                 }
