@@ -1354,7 +1354,11 @@ impl Session {
         if !self.peer_params.wants_acks || self.peer_fin.is_some() {
             return;
         }
-        let keep = self.ack_point();
+        // Never below what the application already read: those bytes
+        // cannot be given back (the acknowledged count can lag them when
+        // the peer announced a send buffer above max_peer_send_buffer).
+        let consumed = self.received - self.rbuf.len() as u64;
+        let keep = self.ack_point().max(consumed);
         if keep < self.received {
             let drop = self.received - keep;
             self.rbuf.truncate_back(drop as usize);

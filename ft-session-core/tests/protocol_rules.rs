@@ -1933,6 +1933,36 @@ fn r10_data_beyond_the_window_is_a_violation() {
     );
 }
 
+/// R15: bytes the application already read are never given back, even
+/// when the acknowledged count lags them (a peer send buffer larger than
+/// the receive window plus `max_peer_send_buffer` is acknowledged late).
+#[test]
+fn r15_resume_never_gives_back_bytes_already_read() {
+    let mut c = Config::default();
+    c.send_buffer_capacity = 4000;
+    let mut s = Config::default();
+    s.recv_buffer_capacity = 1000;
+    s.max_peer_send_buffer = 0;
+    let mut n = up_with(c, s);
+    let data = pattern(20_000);
+    let mut sent = 0;
+    write_until_blocked(&mut n, &data, &mut sent);
+    let mut buf = [0u8; 2000];
+    assert_eq!(n.s(0).read(&mut buf).unwrap(), 2000);
+    n.pump();
+    n.kill(0);
+    n.run_until(n.at(secs(2)));
+    assert_eq!(n.c(0).state(), SessionState::Established);
+    let mut got = buf.to_vec();
+    while sent < data.len() || got.len() < data.len() {
+        write_until_blocked(&mut n, &data, &mut sent);
+        got.extend(read_all(n.s(0)));
+        n.pump();
+    }
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "nothing duplicated across the resume");
+}
+
 /// R15: a resume states the received count after giving back the bytes
 /// beyond the window that were never acknowledged; the client, which still
 /// retains them, sends them again, and the stream arrives exact.

@@ -673,7 +673,10 @@ fn check_echo(seed: u64, policy: ReleasePolicy) {
         Err(e) => panic!("simulation failed: {e}\nscenario: {desc}"),
     };
     check_exact(&o);
-    assert!(o.server_received == sent, "the server read the client's bytes");
+    assert!(
+        o.server_received == sent,
+        "the server read the client's bytes"
+    );
     assert!(o.client_received == sent, "the client read its echo");
 }
 
