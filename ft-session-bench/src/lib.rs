@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 mod asyncx;
+mod connectx;
 mod corex;
 mod exec;
 mod exp;
@@ -40,6 +41,7 @@ mod util;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+pub use connectx::LatencySummary;
 pub use plot::write_plots;
 
 /// How long a run takes: sizes, rounds and client counts scale with it.
@@ -472,6 +474,48 @@ pub fn bulk_summary(
         }
         Runtime::Smol => asyncx::bulk_summary(exec::Smol::new(false)?, rounds, bytes, &congestion),
     }
+}
+
+/// The adapter benches' connect summary on `runtime`: `rounds` alternating
+/// rounds of `per_round` raw TCP connects and `per_round` session connects
+/// (TCP connect and the session's first handshake through the adapter's
+/// own `FtStream::connect` / `FtListener::bind`, on loopback, default
+/// `Config`), each round's figure the median of its connects. The graceful
+/// close after each session connect is not timed.
+pub fn connect_summary(
+    runtime: Runtime,
+    rounds: usize,
+    per_round: usize,
+) -> std::io::Result<LatencySummary> {
+    connectx::run(runtime, rounds, per_round.max(1))
+}
+
+/// Whether the adapter benches print the summary `which` (`"bulk"` or
+/// `"connect"`): `FT_BENCH_SUMMARY` unset or any other value prints both,
+/// `0` neither, `bulk` or `connect` only that one.
+pub fn summary_wanted(which: &str) -> bool {
+    match std::env::var("FT_BENCH_SUMMARY").as_deref() {
+        Ok("0") => false,
+        Ok(v @ ("bulk" | "connect")) => v == which,
+        _ => true,
+    }
+}
+
+/// Prints the connect summary of `runtime` (see [`connect_summary`]) as
+/// every adapter's bench does: `FT_BENCH_ROUNDS` rounds (default 20) of
+/// `FT_BENCH_CONNECTS` connects per side (default 50).
+pub fn print_connect_summary(runtime: Runtime) -> std::io::Result<()> {
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (rounds, per_round) = (env("FT_BENCH_ROUNDS", 20), env("FT_BENCH_CONNECTS", 50));
+    println!("\n== connect summary ({}) ==", runtime.name());
+    let s = connect_summary(runtime, rounds, per_round)?;
+    println!("connect  (base raw TCP connect, ft FtStream::connect): ratio ft/raw; {s}");
+    Ok(())
 }
 
 /// The congestion control the benches use: `FT_BENCH_CC` (`system` for the

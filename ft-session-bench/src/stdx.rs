@@ -5,7 +5,9 @@
 //! connection on the server, per client on the client side. With `--pin`
 //! the server's threads run on core 1 and the client's on core 0; the
 //! sessions themselves run on the adapter's process-wide I/O threads, which
-//! inherit the pinning of the thread that first used the adapter.
+//! inherit the pinning of the thread that first used the adapter. A
+//! zero-copy session ([`Kind::SessionZeroCopy`]) writes its bulk data with
+//! `FtStream::send_bytes` and its sink reads with `FtStream::read_chunk`.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -15,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ft_session_core::SocketOptions;
-use ft_session_std::{FtListener, FtStream, Transport, TransportHalves};
+use ft_session_std::{Bytes, FtListener, FtStream, Transport, TransportHalves};
 use smol::channel::Receiver;
 use socket2::SockRef;
 
@@ -56,6 +58,8 @@ impl<T: Read + Write + Send> Rw for T {}
 pub(crate) struct Conn {
     io: Box<dyn Rw>,
     session: Option<Arc<FtStream>>,
+    /// Bulk writes go through `FtStream::send_bytes` (no copy).
+    zero_copy: bool,
 }
 
 /// A shared session as a stream (`&FtStream` reads and writes).
@@ -128,6 +132,34 @@ fn handle(mut io: Box<dyn Rw>, svc: Service) {
                 progress.add(n);
             }
         }
+    }
+}
+
+/// [`Service::Sink`] on a session read by chunks, without a copy.
+fn sink_chunks(s: FtStream, bytes: u64, done: smol::channel::Sender<()>) {
+    let mut units = Units::new(bytes);
+    while let Ok(chunk) = s.read_chunk() {
+        if chunk.is_empty() {
+            return;
+        }
+        for _ in 0..units.add(chunk.len()) {
+            if done.send_blocking(()).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Serves one session: by chunks for a zero-copy sink, else as a stream.
+fn spawn_session_handler(s: FtStream, svc: Service, chunks: bool) {
+    match (svc, chunks) {
+        (Service::Sink { bytes, done }, true) => {
+            // As in `spawn_handler`: the client side reports a missing thread.
+            let _ = thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || sink_chunks(s, bytes, done));
+        }
+        (svc, _) => spawn_handler(Box::new(s), svc),
     }
 }
 
@@ -205,8 +237,8 @@ impl Net for StdNet {
                 })
             })
             .map(drop)?,
-            // No zero-copy path on std (`Net::zero_copy` is false).
             Kind::Session(config) | Kind::SessionZeroCopy(config) => {
+                let chunks = matches!(kind, Kind::SessionZeroCopy(_));
                 let o2 = o.clone();
                 let incoming = std::iter::from_fn(move || {
                     Some(l.accept().and_then(|(s, _)| {
@@ -220,7 +252,7 @@ impl Net for StdNet {
                     thread::Builder::new().spawn(move || {
                         while !stopping.load(Ordering::SeqCst) {
                             match listener.accept_timeout(Duration::from_millis(100)) {
-                                Ok((s, _)) => spawn_handler(Box::new(s), svc.clone()),
+                                Ok((s, _)) => spawn_session_handler(s, svc.clone(), chunks),
                                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
                                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                                 Err(_) => return,
@@ -255,6 +287,7 @@ impl Net for StdNet {
                     Kind::Raw => Ok(Conn {
                         io: Box::new(net::dial(addr, o)?),
                         session: None,
+                        zero_copy: false,
                     }),
                     Kind::Session(config) | Kind::SessionZeroCopy(config) => {
                         let o = o.clone();
@@ -264,6 +297,7 @@ impl Net for StdNet {
                         Ok(Conn {
                             io: Box::new(Shared(s.clone())),
                             session: Some(s),
+                            zero_copy: matches!(kind, Kind::SessionZeroCopy(_)),
                         })
                     }
                 })
@@ -279,7 +313,27 @@ impl Net for StdNet {
         }))
     }
 
+    fn zero_copy(&self) -> bool {
+        true
+    }
+
     fn bulk(&self, c: &mut Conn, bytes: u64, done: &Receiver<()>) -> io::Result<Duration> {
+        if let (true, Some(s)) = (c.zero_copy, c.session.clone()) {
+            // Each 64 KiB write shares one buffer: nothing is copied before
+            // the kernel.
+            let chunk: Bytes = (0..CHUNK).map(|i| (i * 7 + 1) as u8).collect();
+            let mut r = self.each(std::slice::from_mut(c), |_| {
+                let start = Instant::now();
+                for _ in 0..bytes / CHUNK as u64 {
+                    s.send_bytes(chunk.clone())?;
+                }
+                (&*s).flush()?;
+                done.recv_blocking()
+                    .map_err(|_| io::Error::other("server ended"))?;
+                Ok(start.elapsed())
+            })?;
+            return r.pop().ok_or_else(|| io::Error::other("no result"));
+        }
         let chunk: Vec<u8> = (0..CHUNK).map(|i| (i * 7 + 1) as u8).collect();
         let mut r = self.each(std::slice::from_mut(c), |io| {
             let start = Instant::now();

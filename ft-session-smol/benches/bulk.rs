@@ -15,6 +15,12 @@
 //! sessions run on smol executor threads, as many as cores, through the
 //! adapter's runtime (`SmolRuntime`) over sockets the bench sets up as
 //! `connect`/`Listener::bind` set up theirs (docs/BENCHMARKS.md).
+//!
+//! Before it, the connect summary every adapter's bench prints
+//! (`ft_session_bench::print_connect_summary`): `FT_BENCH_ROUNDS` rounds
+//! alternating `FT_BENCH_CONNECTS` (default 50) raw TCP connects and as many
+//! `FtStream::connect`s, "ratio ft/raw" = median session connect / median
+//! TCP connect. `FT_BENCH_SUMMARY=bulk` or `connect` prints only one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ft_session_bench::{bulk_summary, congestion_from_env, Runtime};
@@ -24,6 +30,12 @@ const TOTAL: u64 = 256 << 20;
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` does not.
     if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    if ft_session_bench::summary_wanted("connect") {
+        ft_session_bench::print_connect_summary(Runtime::Smol).expect("connect summary");
+    }
+    if !ft_session_bench::summary_wanted("bulk") {
         return;
     }
     let rounds = std::env::var("FT_BENCH_ROUNDS")

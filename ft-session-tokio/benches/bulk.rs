@@ -21,7 +21,13 @@
 //! rounds alternating raw and ft (the order swaps every round), each timed
 //! with `Instant`, "ratio ft/raw" from the medians, under Ack and Implicit
 //! (raw TCP pinned alike), and Implicit vs Ack.
-//! `FT_BENCH_SUMMARY=0` skips it.
+//! Then the connect summary (`ft_session_bench::print_connect_summary`):
+//! `FT_BENCH_ROUNDS` rounds alternating `FT_BENCH_CONNECTS` (default 50) raw
+//! TCP connects and as many `FtStream::connect`s, "ratio ft/raw" = median
+//! session connect / median TCP connect (target: at most 2).
+//! `FT_BENCH_SUMMARY=0` skips both summaries, `bulk` or `connect` prints
+//! only that one; a criterion filter matching no group (`-- zzz`) skips
+//! criterion.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
@@ -291,7 +297,10 @@ fn main() {
     Criterion::default().configure_from_args().final_summary();
     // `cargo bench` passes --bench; `cargo test --benches` does not.
     let bench_mode = std::env::args().any(|a| a == "--bench");
-    if bench_mode && std::env::var("FT_BENCH_SUMMARY").map_or(true, |v| v != "0") {
+    if bench_mode && ft_session_bench::summary_wanted("bulk") {
         summary();
+    }
+    if bench_mode && ft_session_bench::summary_wanted("connect") {
+        ft_session_bench::print_connect_summary(ft_session_bench::Runtime::Tokio).unwrap();
     }
 }
