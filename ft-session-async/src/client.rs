@@ -1,8 +1,9 @@
 //! The client: a session whose driver dials through the application's
 //! [`Connect`]or for the first connection and every reconnect.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use ft_session_core::{Config, Session};
@@ -26,8 +27,42 @@ pub async fn connect<R: Runtime, C: Connect>(
     let session = Session::client(config, rt.now(), seed);
     let handle = Handle::new(session);
     let driver = Driver::client(rt.clone(), handle.clone(), Arc::new(connector));
-    rt.spawn(driver);
     let stream = FtStream::new(handle);
-    poll_fn(|cx| stream.poll_established(cx)).await?;
+    // The first transport connect and handshake run on the caller's task:
+    // no hand-off to another thread before the HELLO goes out, and none
+    // back when the ACCEPT arrives. The driver moves to a task of its own
+    // once the session is established or failed (or if this future is
+    // dropped), where it goes on exactly as if spawned at the start.
+    let mut inline = Inline {
+        rt,
+        driver: Some(driver),
+    };
+    poll_fn(|cx| {
+        if let Some(d) = inline.driver.as_mut() {
+            if Pin::new(d).poll(cx).is_ready() {
+                inline.driver = None;
+            }
+        }
+        stream.poll_established(cx)
+    })
+    .await?;
+    drop(inline);
     Ok(stream)
+}
+
+/// A client driver run by `connect`'s own task until the session is
+/// established; spawned when dropped, unless it already finished.
+struct Inline<R: Runtime> {
+    rt: R,
+    driver: Option<Driver<R>>,
+}
+
+impl<R: Runtime> Drop for Inline<R> {
+    fn drop(&mut self) {
+        if let Some(d) = self.driver.take() {
+            // Its wakers still point at `connect`'s task; the new task's
+            // first poll registers its own with every source it waits on.
+            self.rt.spawn(d);
+        }
+    }
 }

@@ -41,6 +41,13 @@
 //! events back by handle, so the endpoint's lock never covers a session's
 //! data path.
 //!
+//! A connect crosses as few tasks as it can: [`connect`] runs the new
+//! session's driver on the caller's own task until the first handshake is
+//! done (then it moves to a task of its own), and the listener's accept
+//! loop feeds a new transport's first bytes to the endpoint before spawning
+//! anything, the task that read a fresh HELLO becoming the session's
+//! driver, which writes the ACCEPT at once.
+//!
 //! ## Example
 //!
 //! A runtime binding is three functions; here with Tokio, over loopback TCP:

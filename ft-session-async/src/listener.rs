@@ -10,7 +10,7 @@
 //! evictions to it as [`Delivery`]s. So sessions never wait on each other.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -432,7 +432,15 @@ async fn accept_loop<R: Runtime, A: Accept>(rt: R, shared: Arc<ListenerShared>, 
             backoff = None;
         }
         match source.poll_accept(cx) {
-            Poll::Ready(Some(Ok(a))) => rt.spawn(handshake(rt.clone(), shared.clone(), a)),
+            Poll::Ready(Some(Ok(a))) => {
+                // Polled once here first: a HELLO already in the socket is
+                // answered (the session's ACCEPT written) before any task
+                // is spawned; only a handshake that must wait gets its own.
+                let mut hs = Box::pin(handshake(rt.clone(), shared.clone(), a));
+                if hs.as_mut().poll(cx).is_pending() {
+                    rt.spawn(hs);
+                }
+            }
             Poll::Ready(Some(Err(e))) => {
                 tracing::warn!(error = %e, "accept failed");
                 backoff = Some(rt.timer(rt.now() + ACCEPT_BACKOFF));
@@ -524,24 +532,30 @@ async fn handshake<R: Runtime>(rt: R, shared: Arc<ListenerShared>, accepted: Acc
                 routing: shared.clone(),
                 handle: session,
             };
-            let driver = Driver::server(rt.clone(), handle.clone(), (t, io), link);
-            rt.spawn(async move {
-                driver.await;
-                drop(running);
-            });
+            let mut driver = Driver::server(rt.clone(), handle.clone(), (t, io), link);
+            // This task becomes the session's driver (no spawn between the
+            // HELLO and the ACCEPT); its first pass writes the ACCEPT
+            // before the application hears of the session.
+            let first = poll_fn(|cx| Poll::Ready(Pin::new(&mut driver).poll(cx))).await;
             let stream = FtStream::new(handle);
-            let mut q = lock(&shared.queue);
-            if q.stopped {
-                // Admitted just before the listener stopped accepting: closed
-                // in the background, as the queued ones were.
-                drop(q);
-                drop(stream);
-                return;
+            {
+                let mut q = lock(&shared.queue);
+                if q.stopped {
+                    // Admitted just before the listener stopped accepting:
+                    // closed in the background, as the queued ones were.
+                    drop(q);
+                    drop(stream);
+                } else {
+                    q.ready.push_back((stream, peer));
+                    for w in q.waiters.drain(..) {
+                        w.wake();
+                    }
+                }
             }
-            q.ready.push_back((stream, peer));
-            for w in q.waiters.drain(..) {
-                w.wake();
+            if first.is_pending() {
+                driver.await;
             }
+            drop(running);
         }
         Fate::Resume(handle, delivery) => {
             tracing::debug!(?peer, "routing resume");

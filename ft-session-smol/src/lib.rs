@@ -137,9 +137,10 @@ use ft_session_async::{
     Transport,
 };
 use ft_session_core::{Config, ServerAddr, SessionId};
+use smol::future::FutureExt as _;
 use smol::net::AsyncToSocketAddrs;
 use smol::stream::Stream;
-use smol::{Async, Executor};
+use smol::{Async, Executor, Timer};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 pub use ft_session_async::{
@@ -526,17 +527,7 @@ impl ft_session_async::Connect for TcpDial {
         Box::pin(async move {
             let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
             for a in resolve(&addr).await? {
-                let dialed = match pin {
-                    None => Async::<TcpStream>::connect(a).await,
-                    Some(size) => {
-                        // async-io makes its own socket; a pinned one is
-                        // connected on the blocking pool, then registered.
-                        smol::unblock(move || connect_pinned(a, size, timeout))
-                            .await
-                            .and_then(Async::new)
-                    }
-                };
-                match dialed {
+                match dial(a, pin, timeout).await {
                     Ok(s) => {
                         let info = options.transport_info(read_back(s.get_ref(), pin)?);
                         // The session's nodelay setting is applied by the driver.
@@ -564,10 +555,57 @@ fn pinned_socket(addr: SocketAddr, size: usize) -> io::Result<Socket> {
     Ok(socket)
 }
 
-fn connect_pinned(addr: SocketAddr, size: usize, timeout: Duration) -> io::Result<TcpStream> {
-    let socket = pinned_socket(addr, size)?;
-    socket.connect_timeout(&addr.into(), timeout)?;
-    Ok(socket.into())
+/// Whether a non-blocking connect's error only says "under way".
+fn in_progress(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::EINPROGRESS) {
+        return true;
+    }
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Connects a TCP socket (its buffers pinned first if asked) without
+/// blocking. A connect to a loopback address is usually complete when the
+/// call returns: then the stream is used at once, with no wait for the
+/// reactor to report it writable (on the std adapter that wait is a hand-off
+/// between threads). Otherwise it waits for writability, at most `timeout`.
+async fn dial(
+    addr: SocketAddr,
+    pin: Option<usize>,
+    timeout: Duration,
+) -> io::Result<Async<TcpStream>> {
+    let socket = match pin {
+        Some(size) => pinned_socket(addr, size)?,
+        None => Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?,
+    };
+    socket.set_nonblocking(true)?;
+    if let Err(e) = socket.connect(&addr.into()) {
+        if !in_progress(&e) {
+            return Err(e);
+        }
+    }
+    let stream = Async::new(TcpStream::from(socket))?;
+    if stream.get_ref().peer_addr().is_err() {
+        let writable = async { stream.writable().await.map(|()| true) };
+        // Bounded here too, as a blocking connect would be (the session's
+        // handshake timeout also gives the attempt up).
+        let timer = async {
+            Timer::after(timeout).await;
+            Ok(false)
+        };
+        if !writable.or(timer).await? {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "TCP connect timed out",
+            ));
+        }
+        if let Some(e) = stream.get_ref().take_error()? {
+            return Err(e);
+        }
+        // Not connected after all (a spurious readiness): say why.
+        stream.get_ref().peer_addr()?;
+    }
+    Ok(stream)
 }
 
 fn listen_pinned(addr: SocketAddr, size: usize) -> io::Result<TcpListener> {

@@ -26,7 +26,10 @@
 //! hundreds of busy application threads two I/O threads would get too
 //! little of it. The environment variable `FT_SESSION_STD_THREADS` fixes
 //! their number instead (1 to 64). A session has no thread of its own, and
-//! neither has a connect attempt or a handshake. The application's blocking
+//! neither has a connect attempt or a handshake. [`FtStream::connect`] runs
+//! the first TCP connect and handshake on the caller's thread (a loopback
+//! connect is complete when the system call returns), then hands the
+//! session to the I/O threads. The application's blocking
 //! calls (`read`, `write`, `flush`, `shutdown`, `close`, `accept`) run on the
 //! caller's thread: they take bytes from or give bytes to the session and
 //! park the thread until the driver wakes it, honouring the read and write

@@ -710,11 +710,43 @@ fn socket_for(addr: SocketAddr, pin: Option<usize>) -> io::Result<TcpSocket> {
     Ok(socket)
 }
 
-async fn dial_pinned(addr: SocketAddr, pin: Option<usize>) -> io::Result<TcpStream> {
-    match pin {
-        None => TcpStream::connect(addr).await,
-        Some(_) => socket_for(addr, pin)?.connect(addr).await,
+/// Whether a non-blocking connect's error only says "under way".
+fn in_progress(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::EINPROGRESS) {
+        return true;
     }
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Connects a TCP socket (its buffers pinned first if asked) without
+/// blocking. A connect to a loopback address is usually complete when the
+/// call returns: then the stream is used at once, with no turn of the
+/// reactor to report it writable. Otherwise it waits for writability, as
+/// `TcpStream::connect` does (the session's handshake timeout bounds it).
+async fn dial_pinned(addr: SocketAddr, pin: Option<usize>) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(size) = pin {
+        socket.set_send_buffer_size(size)?;
+        socket.set_recv_buffer_size(size)?;
+    }
+    socket.set_nonblocking(true)?;
+    if let Err(e) = socket.connect(&addr.into()) {
+        if !in_progress(&e) {
+            return Err(e);
+        }
+    }
+    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
+    if stream.peer_addr().is_err() {
+        stream.writable().await?;
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+        // Not connected after all (a spurious readiness): say why.
+        stream.peer_addr()?;
+    }
+    Ok(stream)
 }
 
 /// The effective `(SO_SNDBUF, SO_RCVBUF)` of a pinned socket, read back now
