@@ -76,3 +76,41 @@ fn async_std_echo_example_survives_kills() {
         limited.await.expect("test exceeded its time limit");
     })
 }
+
+/// An echo larger than the server's receive and send buffers together (8 MiB
+/// through 256 KiB buffers) completes under both release policies, with
+/// exact bytes both ways. Under the acknowledgment policy it used to stall
+/// for good: the server stopped reading its transport with a full receive
+/// queue while the client's acknowledgments of the echo waited there behind
+/// the client's data (PROTOCOL.md R10 and section 4 now make
+/// acknowledgments a window, so they are always read).
+fn echo_larger_than_both_buffers(policy: ft_session_core::ReleasePolicy) {
+    run_bounded(async {
+        let mut config = fast_config();
+        (config.send_buffer_capacity, config.recv_buffer_capacity) = (256 << 10, 256 << 10);
+        config.release_policy = policy;
+        let listener = FtListener::bind("127.0.0.1:0", config.clone())
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = smol::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            (async_std_echo::echo(stream).await.unwrap(), listener)
+        });
+        let data = pattern(11, 8 << 20);
+        let client = FtStream::connect(addr, config).await.unwrap();
+        let echoed = async_std_echo::exchange(client, &data).await.unwrap();
+        let (server_echoed, _listener) = server.await;
+        assert_echo(&data, &echoed, server_echoed);
+    })
+}
+
+#[test]
+fn echo_larger_than_both_buffers_completes() {
+    echo_larger_than_both_buffers(ft_session_core::ReleasePolicy::Ack);
+}
+
+#[test]
+fn echo_larger_than_both_buffers_completes_implicit() {
+    echo_larger_than_both_buffers(ft_session_core::ReleasePolicy::Implicit);
+}

@@ -9,6 +9,7 @@ mod common;
 mod tls_echo;
 
 use common::*;
+use ft_session_core::ReleasePolicy;
 use ft_session_testkit::{pattern, sha256_hex, FaultPlan, FaultProxy};
 use ft_session_tokio::{FtListener, FtStream};
 
@@ -77,19 +78,19 @@ async fn tls_echo_example_survives_kills() {
 }
 
 /// An echo larger than the server's receive and send buffers together
-/// stalls for good: the server stops reading its transport while its
-/// receive queue is full (`Session::wants_input`), and the client's
-/// acknowledgments of the echo wait in that transport behind the client's
-/// data, so the server's send buffer never drains and its application never
-/// reads. Raw TCP does not stall here (its acknowledgments travel apart from
-/// the data); the same program with the driver reading regardless of
-/// `wants_input` completes. Kept as a reproduction until the core's flow
-/// control is fixed; small buffers make it quick.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known stall: in-band acknowledgments queue behind unread data"]
-async fn echo_larger_than_both_buffers_completes() {
+/// (8 MiB through 256 KiB buffers) completes, under both release policies.
+/// It used to stall for good under the acknowledgment policy: the server
+/// stopped reading its transport once its receive queue was full, and the
+/// client's acknowledgments of the echo waited in that transport behind the
+/// client's data, so the server's send buffer never drained and its
+/// application, blocked writing the echo, never read. Acknowledgments are now
+/// a window (PROTOCOL.md R10 and section 4): the client cannot send more than
+/// the server reads ahead for, so the acknowledgments behind its data are
+/// always read.
+async fn echo_larger_than_both_buffers(policy: ReleasePolicy) {
     let mut config = fast_config();
     (config.send_buffer_capacity, config.recv_buffer_capacity) = (256 << 10, 256 << 10);
+    config.release_policy = policy;
     let listener = FtListener::bind("127.0.0.1:0", config.clone())
         .await
         .unwrap();
@@ -109,4 +110,14 @@ async fn echo_larger_than_both_buffers_completes() {
     .unwrap();
     let (server_echoed, _listener) = server.await.unwrap();
     assert_echo(&data, &echoed, server_echoed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_larger_than_both_buffers_completes() {
+    bounded(echo_larger_than_both_buffers(ReleasePolicy::Ack)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_larger_than_both_buffers_completes_implicit() {
+    bounded(echo_larger_than_both_buffers(ReleasePolicy::Implicit)).await
 }
