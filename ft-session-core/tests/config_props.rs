@@ -106,9 +106,23 @@ proptest! {
         p.advance_until(t0 + Duration::from_secs(5), 20_000);
         p.release_all();
         p.advance_until(t0 + Duration::from_secs(30), 20_000);
-        if !valid {
+        if client.validate().is_err() {
             // Refused at once, with a typed error.
             prop_assert!(p.client.is_finished());
+        } else if !valid {
+            // A valid client facing a server that refused its own
+            // configuration keeps dialing until its connect timeout, as it
+            // would against a closed port: it gives up within the run only
+            // if that timeout (plus a backoff and a handshake) fits in it.
+            let give_up = client
+                .connect_timeout
+                .saturating_add(client.backoff_max)
+                .saturating_add(client.handshake_timeout);
+            if give_up < Duration::from_secs(25) {
+                prop_assert!(p.client.is_finished());
+            } else {
+                prop_assert!(p.client.state() != SessionState::Established);
+            }
         } else if established && p.client.stats().resumes > 0 {
             prop_assert!(p.client_received().len() <= 3000);
             if std::env::var("FT_CONFIG_TRACE").is_ok() {
