@@ -12,12 +12,13 @@
 //! (`Input::ReceivedBytes`), the connect and the timer. The application's
 //! calls never wait for a system call of the driver.
 
+use std::collections::VecDeque;
 use std::future::Future;
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ft_session_core::{
@@ -25,14 +26,23 @@ use ft_session_core::{
 };
 
 use crate::stream::{lock, Handle, Shared};
-use crate::{BoxTransport, Connect, ConnectFuture, Connected, Runtime, Timer};
+use crate::{BoxTransport, Connect, ConnectFuture, Connected, Runtime, SpareTransport, Timer};
 
-/// Read buffer per session: one maximum default frame, so a busy stream
+/// Read size while data flows: one maximum default frame, so a busy stream
 /// needs few reads. Received chunks are handed to the core by reference.
 const READ_BUF: usize = 64 * 1024;
-/// Below this much free room the read buffer is renewed (its front is
-/// still referenced by chunks the application has not read).
-const READ_MIN: usize = 16 * 1024;
+/// Size of the first read of an idle session, on the stack (copied out):
+/// heartbeats and small messages need no read buffer.
+const READ_SMALL: usize = 4 * 1024;
+/// Reads of at most this many bytes are copied out of the big read buffer,
+/// which stays free for the next read: a chunk that keeps the buffer holds
+/// at most 4 times its own size.
+const READ_COPY: usize = READ_BUF / 4;
+/// Most big read buffers a session reuses while data flows: as many as its
+/// receive queue can hold chunks of, plus two, up to this.
+const READ_POOL_MAX: usize = 256;
+/// After this long without a big read the read buffers are let go.
+const READ_IDLE: Duration = Duration::from_secs(1);
 /// Bytes of Transmits polled ahead of the transport: a vectored write then
 /// moves hundreds of KiB.
 const BATCH: usize = 512 * 1024;
@@ -85,6 +95,8 @@ struct Plan {
     read: bool,
     /// When to wake up if nothing moves.
     deadline: Option<Instant>,
+    /// The time of the locked half.
+    now: Instant,
 }
 
 /// The driver future of one session. See the module docs.
@@ -99,7 +111,7 @@ pub(crate) struct Driver<R: Runtime> {
     /// (a CLOSE, an ABORT): closed once they are out, or the write blocks.
     closing: Option<TransportId>,
     needs_flush: bool,
-    rbuf: BytesMut,
+    rbuf: ReadBuf,
     done: Done,
     timer: Option<R::Timer>,
     /// Deadline the timer is armed for. It may be earlier than the session's
@@ -134,8 +146,12 @@ impl<R: Runtime> Driver<R> {
         connector: Option<Arc<dyn Connect>>,
         server: Option<ServerLink>,
     ) -> Self {
-        // This driver writes in batches and reports what the transport took.
-        lock(&handle.shared).session.set_reports_written(true);
+        let read_pool = {
+            let mut sh = lock(&handle.shared);
+            // This driver writes in batches and reports what the transport took.
+            sh.session.set_reports_written(true);
+            (sh.session.config().recv_buffer_capacity / READ_BUF + 2).min(READ_POOL_MAX)
+        };
         Driver {
             rt,
             handle,
@@ -144,7 +160,7 @@ impl<R: Runtime> Driver<R> {
             queue: TransmitQueue::new(),
             closing: None,
             needs_flush: false,
-            rbuf: BytesMut::new(),
+            rbuf: ReadBuf::new(read_pool),
             done: Done::default(),
             timer: None,
             armed: None,
@@ -410,6 +426,7 @@ impl<R: Runtime> Driver<R> {
             current: sh.session.transport(),
             read: sh.session.wants_input(),
             deadline,
+            now,
         };
         (progress, plan)
     }
@@ -502,21 +519,13 @@ impl<R: Runtime> Driver<R> {
             }
         }
 
-        // Reading, unless the receive queue is full (TCP then pushes back),
-        // into a reused buffer whose bytes the core keeps by reference.
+        // Reading, unless the receive queue is full (TCP then pushes back);
+        // the core keeps the bytes read by reference.
         if plan.read {
             if let Some((id, t)) = self.transport.as_mut() {
                 let id = *id;
-                if self.rbuf.len() < READ_MIN {
-                    // Reclaims the old allocation once the application has
-                    // read every chunk of it.
-                    self.rbuf.clear();
-                    self.rbuf.reserve(READ_BUF);
-                    self.rbuf.resize(READ_BUF, 0);
-                }
-                match Pin::new(&mut **t).poll_read(cx, &mut self.rbuf) {
-                    Poll::Ready(Ok(n)) if n > 0 => {
-                        let data = self.rbuf.split_to(n).freeze();
+                match self.rbuf.poll_read(cx, t, plan.now) {
+                    Poll::Ready(Ok(data)) if !data.is_empty() => {
                         self.done.received = Some((id, data));
                         moved = true;
                     }
@@ -563,6 +572,173 @@ impl<R: Runtime> Driver<R> {
             }
         }
         moved
+    }
+}
+
+/// The driver's read buffer.
+///
+/// While data flows it reads up to [`READ_BUF`] at a time into allocations
+/// shared by reference with the chunks handed to the core, each reused as
+/// soon as the application has read its chunks (a fresh allocation per read
+/// makes the allocator hand memory back to the kernel and fault it in again,
+/// page by page). A [`SpareTransport`] reads into them uninitialized; a
+/// plain futures-io transport needs them zeroed first. When a small read
+/// ends the flow, or nothing was read for [`READ_IDLE`], the allocations are
+/// let go and reads go to the stack first: an idle session holds no read
+/// buffer.
+struct ReadBuf {
+    /// The allocation of [`SpareTransport`] reads.
+    big: Big,
+    /// Plain transports read into this zeroed memory; its front is split off
+    /// and handed over, the rest is the next read's room.
+    zeroed: BytesMut,
+    /// When the last read went into the big buffer.
+    last_big: Option<Instant>,
+    /// That read was at most [`READ_COPY`] bytes.
+    small: bool,
+    /// How many lent allocations are kept for reuse.
+    pool: usize,
+}
+
+/// The big read buffers of a [`SpareTransport`].
+#[derive(Default)]
+struct Big {
+    /// Owned and empty, ready for the next read.
+    own: Option<Vec<u8>>,
+    /// Allocations shared with chunks handed to the core (the receive queue
+    /// may hold many), oldest first: each is reused once its chunks are read.
+    lent: VecDeque<Bytes>,
+}
+
+impl ReadBuf {
+    fn new(pool: usize) -> Self {
+        ReadBuf {
+            big: Big::default(),
+            zeroed: BytesMut::new(),
+            last_big: None,
+            small: false,
+            pool,
+        }
+    }
+
+    /// Lets the buffers go (chunks still unread keep theirs) and reads to
+    /// the stack first again.
+    fn release(&mut self) {
+        *self = ReadBuf::new(self.pool);
+    }
+
+    /// Reads `t` once; an empty `Bytes` is end of stream.
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        t: &mut BoxTransport,
+        now: Instant,
+    ) -> Poll<io::Result<Bytes>> {
+        if self.last_big.is_some_and(|at| now >= at + READ_IDLE) {
+            // Idle.
+            self.release();
+        }
+        if self.last_big.is_none() {
+            // A small read first, on the stack: a heartbeat or a request
+            // costs no allocation; one that fills it starts the big reads.
+            let mut small = [0u8; READ_SMALL];
+            return match Pin::new(&mut **t).poll_read(cx, &mut small) {
+                Poll::Ready(Ok(n)) => {
+                    if n == READ_SMALL {
+                        self.last_big = Some(now);
+                    }
+                    Poll::Ready(Ok(Bytes::copy_from_slice(&small[..n])))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        let r = match t.as_any_mut().downcast_mut::<SpareTransport>() {
+            Some(t) => self.poll_spare(cx, t),
+            None => self.poll_zeroed(cx, t),
+        };
+        match &r {
+            Poll::Ready(Ok(data)) => {
+                self.last_big = Some(now);
+                self.small = data.len() <= READ_COPY;
+            }
+            // The flow was a small piece and is over: back to stack reads.
+            Poll::Pending if self.small => self.release(),
+            _ => {}
+        }
+        r
+    }
+
+    /// The big buffer, empty: an allocation whose chunks were all read if
+    /// there is one.
+    fn take_big(&mut self) -> Vec<u8> {
+        let mut v = match self.big.own.take() {
+            Some(v) => v,
+            None => {
+                let free = self.big.lent.iter().position(Bytes::is_unique);
+                match free.and_then(|i| self.big.lent.remove(i)) {
+                    Some(b) => match b.try_into_mut() {
+                        Ok(mut m) => {
+                            m.clear();
+                            Vec::from(m)
+                        }
+                        Err(_) => Vec::new(),
+                    },
+                    None => {
+                        if self.big.lent.len() >= self.pool {
+                            // The oldest goes once its chunks are read.
+                            self.big.lent.pop_front();
+                        }
+                        Vec::new()
+                    }
+                }
+            }
+        };
+        v.reserve_exact(READ_BUF);
+        v
+    }
+
+    fn poll_spare(
+        &mut self,
+        cx: &mut Context<'_>,
+        t: &mut SpareTransport,
+    ) -> Poll<io::Result<Bytes>> {
+        let mut v = self.take_big();
+        let r = t.poll_read_spare(cx, &mut v);
+        if !matches!(r, Poll::Ready(Ok(_))) {
+            self.big.own = Some(v);
+            return r.map_ok(|_| Bytes::new());
+        }
+        if v.len() <= READ_COPY {
+            // A small piece is copied: it does not hold the whole buffer.
+            let data = Bytes::copy_from_slice(&v);
+            v.clear();
+            self.big.own = Some(v);
+            return Poll::Ready(Ok(data));
+        }
+        let data = Bytes::from(v);
+        self.big.lent.push_back(data.clone());
+        Poll::Ready(Ok(data))
+    }
+
+    fn poll_zeroed(
+        &mut self,
+        cx: &mut Context<'_>,
+        t: &mut BoxTransport,
+    ) -> Poll<io::Result<Bytes>> {
+        if self.zeroed.len() < READ_BUF / 4 {
+            // futures-io reads need initialized memory: the allocation is
+            // zeroed once per renewal, then read into front to back. Its
+            // allocation is reclaimed once every chunk of it was read.
+            self.zeroed.clear();
+            self.zeroed.reserve(READ_BUF);
+            self.zeroed.resize(READ_BUF, 0);
+        }
+        match Pin::new(&mut **t).poll_read(cx, &mut self.zeroed) {
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok(self.zeroed.split_to(n).freeze())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -647,6 +823,10 @@ impl<R: Runtime> Future for Driver<R> {
                 }
             }
             wake_all(&mut sh.progress);
+            if this.queue.is_empty() {
+                // Idle: the batch's capacity goes too.
+                this.queue = TransmitQueue::new();
+            }
             return Poll::Pending;
         }
         // Out of budget: let the other tasks of this thread run first.

@@ -135,6 +135,7 @@ mod listener;
 mod socket;
 mod stream;
 
+use std::any::Any;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -180,12 +181,128 @@ pub trait Timer: Send + Unpin + 'static {
 
 /// A byte-stream transport under a session (TCP, TLS, Unix socket...).
 /// Adapters wrap their runtime's streams into [`futures_io`] traits.
+///
+/// Every futures-io stream is one. The driver reads it through
+/// `poll_read`, which needs initialized memory, so each read buffer is
+/// zeroed first; a transport that can read into uninitialized memory is
+/// wrapped in a [`SpareTransport`] instead, which the driver recognizes.
 pub trait Transport:
     futures_io::AsyncRead + futures_io::AsyncWrite + Send + Unpin + 'static
 {
+    /// The transport as `Any`, so the driver can recognize a
+    /// [`SpareTransport`] (the blanket implementation cannot be overridden
+    /// per type).
+    #[doc(hidden)]
+    fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
-impl<T: futures_io::AsyncRead + futures_io::AsyncWrite + Send + Unpin + 'static> Transport for T {}
+impl<T: futures_io::AsyncRead + futures_io::AsyncWrite + Send + Unpin + 'static> Transport for T {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// A transport that reads into uninitialized memory: into the spare
+/// capacity of a `Vec<u8>`, so the driver never zeroes its read buffer.
+pub trait ReadSpare: Transport {
+    /// Appends at most `buf.capacity() - buf.len()` bytes read from the
+    /// transport to `buf`, returning how many (the caller leaves spare
+    /// capacity, so `Ok(0)` is end of stream). The bytes beyond `buf.len()`
+    /// are not read or zeroed first.
+    fn poll_read_spare(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Poll<io::Result<usize>>;
+}
+
+/// A [`ReadSpare`] transport, boxed as a plain [`Transport`]: put it in
+/// [`Connected::transport`] or [`Accepted::transport`] and the driver reads
+/// through [`ReadSpare::poll_read_spare`], without zeroing its buffer.
+pub struct SpareTransport(Box<dyn ReadSpare>);
+
+impl SpareTransport {
+    /// Wraps `transport`.
+    pub fn new(transport: impl ReadSpare) -> SpareTransport {
+        SpareTransport(Box::new(transport))
+    }
+
+    pub(crate) fn poll_read_spare(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_read_spare(cx, buf)
+    }
+}
+
+impl std::fmt::Debug for SpareTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpareTransport").finish_non_exhaustive()
+    }
+}
+
+impl futures_io::AsyncRead for SpareTransport {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_read(cx, buf)
+    }
+}
+
+impl futures_io::AsyncWrite for SpareTransport {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_close(cx)
+    }
+}
+
+/// Reads what a non-blocking `reader` (a `&std::net::TcpStream` under a
+/// reactor) has into the spare capacity of `buf` without zeroing it first,
+/// for [`ReadSpare`] implementations: `Ok(n)` appended `n` bytes (`Ok(0)`:
+/// end of stream), `WouldBlock` if there was nothing. Reserves a little if
+/// `buf` has no spare capacity.
+///
+/// A read error after some bytes returns those bytes; the next call sees
+/// the error or the end of stream the kernel reports after it.
+pub fn read_spare<R: io::Read>(reader: R, buf: &mut Vec<u8>) -> io::Result<usize> {
+    if buf.capacity() == buf.len() {
+        buf.reserve(SPARE_MIN);
+    }
+    let start = buf.len();
+    let spare = (buf.capacity() - start) as u64;
+    // `read_to_end` reads into the spare capacity without initializing it
+    // (std's own unsafe code); `take` keeps it inside that capacity.
+    match io::Read::read_to_end(&mut reader.take(spare), buf) {
+        Ok(n) => Ok(n),
+        Err(_) if buf.len() > start => Ok(buf.len() - start),
+        Err(e) => Err(e),
+    }
+}
+
+/// What [`read_spare`] reserves when `buf` is full.
+const SPARE_MIN: usize = 4096;
 
 /// A boxed transport.
 pub type BoxTransport = Box<dyn Transport>;

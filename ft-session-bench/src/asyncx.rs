@@ -12,7 +12,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use ft_session_async::Runtime as _;
-use ft_session_async::{Accept, Accepted, BoxTransport, ConnectFuture, Connected, FtStream};
+use ft_session_async::{
+    Accept, Accepted, BoxTransport, ConnectFuture, Connected, FtStream, SpareTransport,
+};
 use ft_session_core::SocketOptions;
 use smol::channel::Receiver;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
@@ -119,7 +121,7 @@ impl<E: Exec> Accept for SessionAccept<E> {
             net::prepare(SockRef::from(&s), &self.o)?;
             let info =
                 SocketOptions::default().transport_info(net::sizes(SockRef::from(&s), &self.o)?);
-            let transport: BoxTransport = Box::new(E::stream(s)?);
+            let transport: BoxTransport = Box::new(SpareTransport::new(E::stream(s)?));
             Ok(Accepted {
                 info,
                 ..Accepted::new(transport)
@@ -360,7 +362,7 @@ impl<E: Exec> Net for AsyncNet<E> {
                                     .transport_info(net::sizes(SockRef::from(&s), &o)?);
                                 Ok(Connected {
                                     info,
-                                    ..Connected::new(Box::new(E::stream(s)?))
+                                    ..Connected::new(Box::new(SpareTransport::new(E::stream(s)?)))
                                 })
                             })
                         };

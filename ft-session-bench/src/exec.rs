@@ -35,8 +35,9 @@ pub(crate) type Acceptor = Arc<dyn Fn() -> BoxFut<io::Result<TcpStream>> + Send 
 pub(crate) trait Exec: Send + Sync + 'static {
     /// The adapter's session runtime.
     type Rt: ft_session_async::Runtime;
-    /// The runtime's TCP stream as futures-io.
-    type Stream: Io;
+    /// The runtime's TCP stream as futures-io, able to read into
+    /// uninitialized memory (sessions wrap it in a `SpareTransport`).
+    type Stream: Io + ft_session_async::ReadSpare;
     /// `tokio` or `smol`.
     const NAME: &'static str;
     /// Runs `f` as a task on the client side and waits for its result.
@@ -193,7 +194,7 @@ impl Drop for Smol {
 
 impl Exec for Smol {
     type Rt = SmolRuntime;
-    type Stream = smol::Async<TcpStream>;
+    type Stream = ft_session_smol::TcpTransport;
     const NAME: &'static str = "smol";
 
     fn run<T: Send + 'static>(&self, f: impl Future<Output = T> + Send + 'static) -> T {
@@ -215,7 +216,8 @@ impl Exec for Smol {
     }
 
     fn stream(s: TcpStream) -> io::Result<Self::Stream> {
-        smol::Async::new(s)
+        // The adapter's own TCP transport (as `connect` and `bind` build).
+        smol::Async::new(s).map(ft_session_smol::TcpTransport::new)
     }
 
     fn acceptor(l: TcpListener) -> io::Result<Acceptor> {

@@ -790,6 +790,12 @@ impl Session {
         }
         let cap = self.check_writable()?;
         let n = cap.min(data.len());
+        if self.tail.is_empty() && self.tail.capacity() < n {
+            // Reuse a released allocation rather than a fresh one.
+            if let Some(spare) = self.sbuf.take_spare() {
+                self.tail = spare;
+            }
+        }
         self.tail.extend_from_slice(&data[..n]);
         if self.tail.len() >= self.cfg.max_frame_payload as usize {
             self.flush_tail();
@@ -1727,6 +1733,12 @@ impl Session {
     fn release_to(&mut self, offset: u64) {
         let bytes = self.sbuf.release_to(offset);
         if bytes > 0 {
+            if self.sbuf.is_empty() && self.tail.is_empty() {
+                // Everything written was released: the copy buffer's last
+                // allocation (whose front went out in frames) goes too, so
+                // an idle session holds none.
+                self.tail = BytesMut::new();
+            }
             self.stats.released_bytes += bytes;
             self.emit(Event::Released {
                 up_to: self.sbuf.start(),

@@ -3,7 +3,18 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Chunk slots an emptied buffer keeps (more are freed).
+const IDLE_CHUNKS: usize = 8;
+/// Allocations of released chunks kept for the copying write path to
+/// reuse: freeing each and allocating anew makes the allocator hand memory
+/// back to the kernel and fault it in again, page by page.
+const SPARES: usize = 16;
+/// Smaller allocations are not worth keeping, larger ones (a big
+/// zero-copy send) not worth holding on to.
+const SPARE_MIN: usize = 16 * 1024;
+const SPARE_MAX: usize = 1024 * 1024;
 
 /// Retained outgoing bytes `[start, end)`.
 #[derive(Debug, Default)]
@@ -11,6 +22,8 @@ pub struct StreamBuffer {
     chunks: VecDeque<Bytes>,
     start: u64,
     end: u64,
+    /// Released allocations no one else holds, empty (see [`SPARES`]).
+    spares: Vec<BytesMut>,
 }
 
 impl StreamBuffer {
@@ -64,14 +77,39 @@ impl StreamBuffer {
             let n = front.len() as u64;
             if n <= left {
                 left -= n;
-                self.chunks.pop_front();
+                if let Some(chunk) = self.chunks.pop_front() {
+                    self.recycle(chunk);
+                }
             } else {
                 front.advance(left as usize);
                 left = 0;
             }
         }
         self.start = target;
+        if self.chunks.is_empty() {
+            // A burst of small chunks may have grown the queue: an idle
+            // session keeps room for a few only, and no spare allocation.
+            self.chunks.shrink_to(IDLE_CHUNKS);
+            self.spares = Vec::new();
+        }
         released
+    }
+
+    /// Keeps a released chunk's allocation if nothing else holds it.
+    fn recycle(&mut self, chunk: Bytes) {
+        if self.spares.len() < SPARES {
+            if let Ok(mut m) = chunk.try_into_mut() {
+                m.clear();
+                if (SPARE_MIN..=SPARE_MAX).contains(&m.capacity()) {
+                    self.spares.push(m);
+                }
+            }
+        }
+    }
+
+    /// An empty allocation of a released chunk, to copy new bytes into.
+    pub fn take_spare(&mut self) -> Option<BytesMut> {
+        self.spares.pop()
     }
 
     /// Up to `max` bytes starting at `offset`, from a single chunk (no copy).

@@ -144,7 +144,8 @@ use smol::{Async, Executor, Timer};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 pub use ft_session_async::{
-    Bytes, ListenerStats, SocketOptions, StreamStats, DEFAULT_IMPLICIT_SOCKET_BUFFER,
+    Bytes, ListenerStats, SocketOptions, SpareTransport, StreamStats,
+    DEFAULT_IMPLICIT_SOCKET_BUFFER,
 };
 pub use ft_session_core::{SessionError, ToServerAddr};
 
@@ -479,29 +480,102 @@ macro_rules! futures_io_impls {
 
 futures_io_impls!(FtStream, &FtStream);
 
-/// smol's TCP stream as a socket handle.
-struct TcpSocket(smol::net::TcpStream);
+/// A TCP stream as a session's transport, for a [`Connect`] or [`Accept`]
+/// of your own: wrapped in a
+/// [`SpareTransport`](ft_session_async::SpareTransport), the driver reads it
+/// without zeroing its buffer first; a clone is its socket handle
+/// ([`SocketControl`]), the same socket.
+#[derive(Debug, Clone)]
+pub struct TcpTransport(Arc<Async<TcpStream>>);
 
-impl SocketControl for TcpSocket {
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-
-    fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.0.peer_addr()
-    }
-
-    fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.0.set_nodelay(nodelay)
+impl TcpTransport {
+    /// Wraps a registered TCP stream.
+    pub fn new(stream: Async<TcpStream>) -> TcpTransport {
+        TcpTransport(Arc::new(stream))
     }
 }
 
-/// A TCP stream as the driver's transport plus its socket handle (smol's
-/// `TcpStream` is a shared handle: both are the same socket).
+impl smol::io::AsyncRead for TcpTransport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl ft_session_async::ReadSpare for TcpTransport {
+    fn poll_read_spare(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            // Reads into the spare capacity without zeroing it.
+            match ft_session_async::read_spare(self.0.get_ref(), buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r),
+            }
+            match self.0.poll_readable(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl smol::io::AsyncWrite for TcpTransport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The kernel owns what was written.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.0.get_ref().shutdown(std::net::Shutdown::Write))
+    }
+}
+
+impl SocketControl for TcpTransport {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().peer_addr()
+    }
+
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.0.get_ref().set_nodelay(nodelay)
+    }
+}
+
+/// A TCP stream as the driver's transport plus its socket handle (both are
+/// the same socket).
 fn tcp_parts(s: Async<TcpStream>) -> (Box<dyn Transport>, Option<SocketRef>) {
-    let t = smol::net::TcpStream::from(s);
-    let socket: SocketRef = Arc::new(TcpSocket(t.clone()));
-    (Box::new(t), Some(socket))
+    let t = TcpTransport::new(s);
+    let socket: SocketRef = Arc::new(t.clone());
+    (
+        Box::new(ft_session_async::SpareTransport::new(t)),
+        Some(socket),
+    )
 }
 
 /// Resolves `addr` now (every attempt: a name may point elsewhere by now).

@@ -114,7 +114,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use ft_session_async::{Accept, Accepted, ConnectFuture, Connected, SocketControl, SocketRef};
+use ft_session_async::{
+    Accept, Accepted, ConnectFuture, Connected, SocketControl, SocketRef, SpareTransport,
+};
 use ft_session_core::{Config, ServerAddr, SessionId};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
@@ -175,6 +177,24 @@ impl<T: AsyncRead + Unpin> futures_io::AsyncRead for Compat<T> {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+/// Reads into the driver's buffer without zeroing it first (Tokio's
+/// `ReadBuf` tracks uninitialized memory): put a `Compat` in a
+/// [`SpareTransport`](ft_session_async::SpareTransport).
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ft_session_async::ReadSpare for Compat<T> {
+    fn poll_read_spare(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Poll<io::Result<usize>> {
+        // `read_buf` holds no state between polls: a new one each time.
+        let read = std::pin::pin!(tokio::io::AsyncReadExt::read_buf(
+            &mut self.get_mut().0,
+            buf
+        ));
+        read.poll(cx)
     }
 }
 
@@ -554,7 +574,7 @@ where
         let fut = (self.0)();
         Box::pin(async move {
             let t = fut.await?;
-            Ok(Connected::new(Box::new(Compat(t))))
+            Ok(Connected::new(Box::new(SpareTransport::new(Compat(t)))))
         })
     }
 }
@@ -577,6 +597,27 @@ impl futures_io::AsyncRead for TcpTransport {
                 Poll::Pending => return Poll::Pending,
             }
             match self.0.try_read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+}
+
+impl ft_session_async::ReadSpare for TcpTransport {
+    fn poll_read_spare(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            match self.0.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            // Reads into the spare capacity without zeroing it.
+            match self.0.try_read_buf(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 r => return Poll::Ready(r),
             }
@@ -649,7 +690,7 @@ impl SocketControl for TcpTransport {
 fn tcp_parts(s: TcpStream) -> (Box<dyn ft_session_async::Transport>, Option<SocketRef>) {
     let t = TcpTransport(Arc::new(s));
     let socket: SocketRef = Arc::new(t.clone());
-    (Box::new(t), Some(socket))
+    (Box::new(SpareTransport::new(t)), Some(socket))
 }
 
 /// Resolves `addr` now (every attempt: a name may point elsewhere by now).
@@ -798,7 +839,7 @@ where
             o.map(|r| {
                 r.map(|(t, peer)| Accepted {
                     peer,
-                    ..Accepted::new(Box::new(Compat(t)))
+                    ..Accepted::new(Box::new(SpareTransport::new(Compat(t))))
                 })
             })
         })
