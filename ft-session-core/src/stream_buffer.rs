@@ -5,8 +5,6 @@ use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-/// Chunk slots an emptied buffer keeps (more are freed).
-const IDLE_CHUNKS: usize = 8;
 /// Allocations of released chunks kept for the copying write path to
 /// reuse: freeing each and allocating anew makes the allocator hand memory
 /// back to the kernel and fault it in again, page by page.
@@ -87,10 +85,9 @@ impl StreamBuffer {
         }
         self.start = target;
         if self.chunks.is_empty() {
-            // A burst of small chunks may have grown the queue: an idle
-            // session keeps room for a few only, and no spare allocation.
-            self.chunks.shrink_to(IDLE_CHUNKS);
-            self.spares = Vec::new();
+            // An idle session keeps no spare allocation (the list itself
+            // stays: the steady state allocates nothing).
+            self.spares.clear();
         }
         released
     }
