@@ -10,9 +10,10 @@ use bytes::{Buf, Bytes, BytesMut};
 /// back to the kernel and fault it in again, page by page.
 const SPARES: usize = 16;
 /// Smaller allocations are not worth keeping, larger ones (a big
-/// zero-copy send) not worth holding on to.
+/// zero-copy send) not worth holding on to: spares stay within
+/// `SPARES * SPARE_MAX` (2 MiB) per session, above its retained bytes.
 const SPARE_MIN: usize = 16 * 1024;
-const SPARE_MAX: usize = 1024 * 1024;
+const SPARE_MAX: usize = 128 * 1024;
 
 /// Retained outgoing bytes `[start, end)`.
 #[derive(Debug, Default)]

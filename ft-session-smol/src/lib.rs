@@ -573,10 +573,11 @@ impl SocketControl for TcpTransport {
 fn tcp_parts(s: Async<TcpStream>) -> (Box<dyn Transport>, Option<SocketRef>) {
     let t = TcpTransport::new(s);
     let socket: SocketRef = Arc::new(t.clone());
-    (
-        Box::new(ft_session_async::SpareTransport::new(t)),
-        Some(socket),
-    )
+    // Read through `poll_read` (a zeroed buffer), not `SpareTransport`:
+    // std's `read_to_end`, the only safe read into spare capacity here,
+    // reads 8 KiB first and doubles, so a 64 KiB read takes up to four
+    // `recv` calls, and a loaded A/B showed the zero-copy path slower.
+    (Box::new(t), Some(socket))
 }
 
 /// Resolves `addr` now (every attempt: a name may point elsewhere by now).
