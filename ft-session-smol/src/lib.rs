@@ -482,7 +482,7 @@ futures_io_impls!(FtStream, &FtStream);
 
 /// A TCP stream as a session's transport, for a
 /// [`Connect`](ft_session_async::Connect) or [`Accept`] of your own:
-/// wrapped in a [`SpareTransport`](ft_session_async::SpareTransport), the
+/// wrapped in a [`SpareTransport`], the
 /// driver reads it
 /// without zeroing its buffer first; a clone is its socket handle
 /// ([`SocketControl`]), the same socket.

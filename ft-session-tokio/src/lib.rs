@@ -182,7 +182,7 @@ impl<T: AsyncRead + Unpin> futures_io::AsyncRead for Compat<T> {
 
 /// Reads into the driver's buffer without zeroing it first (Tokio's
 /// `ReadBuf` tracks uninitialized memory): put a `Compat` in a
-/// [`SpareTransport`](ft_session_async::SpareTransport).
+/// [`SpareTransport`].
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ft_session_async::ReadSpare for Compat<T> {
     fn poll_read_spare(
         self: Pin<&mut Self>,
