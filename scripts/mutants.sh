@@ -42,7 +42,7 @@ export FT_SIM_CASES="${FT_SIM_CASES:-40}"
 export FT_CONFIG_CASES="${FT_CONFIG_CASES:-32}"
 timeout="${MUTANTS_TIMEOUT:-180}"
 # shellcheck disable=SC2206 # word splitting wanted: a list of cargo test flags
-tests=(${MUTANTS_TESTS:---lib --test protocol_rules --test endpoint --test handshake --test config_props --test session_contract --test sim_props})
+tests=(${MUTANTS_TESTS:---lib --test protocol_rules --test endpoint --test handshake --test config_props --test session_contract --test written_reports --test sim_props})
 cargo_args=()
 for t in "${tests[@]}"; do
     cargo_args+=(-C "$t")

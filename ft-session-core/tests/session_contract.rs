@@ -20,7 +20,7 @@ use bytes::Bytes;
 use ft_session_core::{
     Admission, ClientHello, Code, Config, ConnectionSet, Event, FrameHead, HandshakeReader,
     HandshakeStep, Input, Output, Params, ReleasePolicy, Session, SessionError, SessionId,
-    SessionState, SetEvent, Transmit, TransportId, TransportInfo,
+    SessionState, SetEvent, Transmit, TransportId, TransportInfo, WriteError,
 };
 use sha2::{Digest, Sha256};
 
@@ -682,4 +682,43 @@ fn an_expired_proven_session_outlives_strangers_tombstones() {
     p.pump();
     assert_eq!(p.refused, [Code::Expired]);
     assert_eq!(p.c.error(), Some(&SessionError::Expired));
+}
+
+/// After its own shutdown a session refuses writes with `Finished`, not
+/// with the error of a peer's close (mutant: `&&` -> `||` in
+/// `check_writable`).
+#[test]
+fn writing_after_ones_own_shutdown_is_finished() {
+    let mut p = Pair::new();
+    write_all(&mut p.c, b"before the FIN");
+    p.c.shutdown();
+    p.pump();
+    assert!(matches!(p.c.write(b"after"), Err(WriteError::Finished)));
+    assert_eq!(p.s_got, b"before the FIN");
+}
+
+/// Every byte acknowledged is not a FIN acknowledged: `is_fin_acked` waits
+/// for a shutdown (mutant: `&&` -> `||` in `is_fin_acked`).
+#[test]
+fn the_fin_is_acked_only_after_a_shutdown() {
+    let mut p = Pair::new();
+    write_all(&mut p.c, &pattern(3, 3000));
+    p.pump();
+    assert_eq!(p.c.peer_received(), 3000, "every byte acknowledged");
+    assert!(!p.c.is_fin_acked(), "no FIN was sent");
+    p.c.shutdown();
+    p.pump();
+    assert!(p.c.is_fin_acked());
+}
+
+/// Once everything moved, no acknowledgment is due (mutant: `ack_pending`
+/// -> `true`), and a read that frees room can make one due.
+#[test]
+fn no_acknowledgment_is_pending_at_rest() {
+    let mut p = Pair::new();
+    write_all(&mut p.c, &pattern(4, 5000));
+    p.pump();
+    assert_eq!(digest(&p.s_got), digest(&pattern(4, 5000)));
+    assert!(!p.c.ack_pending());
+    assert!(!p.server().ack_pending());
 }
