@@ -69,6 +69,8 @@ struct Pair {
     refused: Vec<Code>,
     c_got: Vec<u8>,
     s_got: Vec<u8>,
+    /// The server's application reads what arrives.
+    server_reads: bool,
 }
 
 impl Pair {
@@ -93,6 +95,7 @@ impl Pair {
             refused: Vec::new(),
             c_got: Vec::new(),
             s_got: Vec::new(),
+            server_reads: true,
         };
         p.pump();
         assert_eq!(p.c.state(), SessionState::Established);
@@ -214,7 +217,10 @@ impl Pair {
                 }
                 return;
             };
-            while let Ok(n @ 1..) = s.read(&mut buf) {
+            while self.server_reads {
+                let Ok(n @ 1..) = s.read(&mut buf) else {
+                    break;
+                };
                 self.s_got.extend_from_slice(&buf[..n]);
                 moved = true;
             }
@@ -721,4 +727,37 @@ fn no_acknowledgment_is_pending_at_rest() {
     assert_eq!(digest(&p.s_got), digest(&pattern(4, 5000)));
     assert!(!p.c.ack_pending());
     assert!(!p.server().ack_pending());
+}
+
+/// A receiver whose peer releases implicitly never trims what it received
+/// before a resume: the peer may have released those bytes already, so a
+/// lower count would lose them (mutant: `||` -> `&&` in `trim_to_window`,
+/// which trimmed to the acknowledgment window whatever the peer's policy).
+#[test]
+fn bytes_from_an_implicit_peer_survive_a_resume_unread() {
+    let mut cfg = config();
+    cfg.release_policy = ReleasePolicy::Implicit;
+    cfg.recv_buffer_capacity = 2 * 1024;
+    let mut p = Pair::with_config(cfg);
+    p.server_reads = false;
+    // Far beyond the implicit bound: the client released the first bytes.
+    let data = pattern(9, 400_000);
+    let mut sent = 0;
+    while sent < data.len() {
+        let n = p.c.write(&data[sent..]).unwrap_or(0);
+        sent += n;
+        p.pump();
+        assert!(n > 0 || sent == data.len(), "the implicit sender stalled");
+    }
+    assert!(
+        p.server().readable() > 4 * 1024,
+        "the server holds more than its receive window, unread"
+    );
+    assert!(p.c.retained_from() > 0, "the client released the front");
+    p.crash();
+    p.run_client_timers_until(|p| p.c.state() == SessionState::Established && p.up);
+    p.server_reads = true;
+    p.pump();
+    assert_eq!(p.c.error(), None);
+    assert_eq!(digest(&p.s_got), digest(&data));
 }
