@@ -761,3 +761,21 @@ fn bytes_from_an_implicit_peer_survive_a_resume_unread() {
     assert_eq!(p.c.error(), None);
     assert_eq!(digest(&p.s_got), digest(&data));
 }
+
+/// `read_chunk` hands over the received bytes themselves, in order
+/// (mutant: `read_chunk` -> `Ok(empty)`).
+#[test]
+fn read_chunk_returns_the_bytes_received() {
+    let mut p = Pair::new();
+    p.server_reads = false;
+    let data = pattern(5, 3000);
+    write_all(&mut p.c, &data);
+    p.pump();
+    let mut got = Vec::new();
+    while got.len() < data.len() {
+        let chunk = p.server().read_chunk().unwrap();
+        assert!(!chunk.is_empty(), "bytes are waiting");
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(digest(&got), digest(&data));
+}
