@@ -779,3 +779,28 @@ fn read_chunk_returns_the_bytes_received() {
     }
     assert_eq!(digest(&got), digest(&data));
 }
+
+/// The counters say exactly what happened: the bytes a resume sent again
+/// are those the server missed, and the released bytes are the front the
+/// client let go (mutants on `retransmitted_bytes` and `released_bytes`).
+#[test]
+fn stats_count_retransmitted_and_released_bytes_exactly() {
+    let mut p = Pair::new();
+    let (first, lost) = (pattern(6, 3000), pattern(7, 5000));
+    write_all(&mut p.c, &first);
+    p.pump();
+    // Sent into a link that no longer carries bytes.
+    p.up = false;
+    write_all(&mut p.c, &lost);
+    p.pump();
+    assert_eq!(p.s_got.len(), 3000);
+    p.crash();
+    p.run_client_timers_until(|p| p.c.state() == SessionState::Established && p.up);
+    p.pump();
+    let all = [first, lost].concat();
+    assert_eq!(digest(&p.s_got), digest(&all));
+    let st = p.c.stats();
+    assert_eq!(st.retransmitted_bytes, 5000);
+    assert!(p.c.retained_from() > 0, "some bytes were released");
+    assert_eq!(st.released_bytes, p.c.retained_from());
+}
