@@ -1777,6 +1777,20 @@ fn r10_ack_regressed_is_violation() {
     );
 }
 
+/// A repeated acknowledgment (the same count again) is not a regression.
+#[test]
+fn r10_repeated_ack_is_no_violation() {
+    let mut n = up();
+    n.s(0).write(&pattern(10)).unwrap();
+    n.pump();
+    n.inject_server(0, &ctl(&Frame::Ack { received: 8 }));
+    n.inject_server(0, &ctl(&Frame::Ack { received: 8 }));
+    n.pump();
+    assert_eq!(n.s(0).error(), None);
+    assert_eq!(n.s(0).state(), SessionState::Established);
+    assert_eq!(n.s(0).retained(), 2);
+}
+
 #[test]
 fn r10_ack_after_quarter_of_peer_retain_capacity() {
     let mut c = Config::default();
