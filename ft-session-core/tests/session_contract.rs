@@ -804,3 +804,25 @@ fn stats_count_retransmitted_and_released_bytes_exactly() {
     assert!(p.c.retained_from() > 0, "some bytes were released");
     assert_eq!(st.released_bytes, p.c.retained_from());
 }
+
+/// A session whose client only acknowledged (it never sent a byte) proved
+/// its secret all the same: parked, it is not counted among the unproven
+/// (mutants in `Session::is_proven`). One that exchanged nothing is.
+#[test]
+fn a_client_that_only_acknowledged_is_proven() {
+    let mut p = Pair::new();
+    p.server_loses_transport();
+    let c = p.set.counts();
+    assert_eq!((c.parked, c.parked_unproven), (1, 1), "nothing exchanged");
+
+    let mut p = Pair::new();
+    let down = pattern(8, 5000);
+    write_all(p.server(), &down);
+    p.pump();
+    assert_eq!(digest(&p.c_got), digest(&down));
+    assert!(p.server().peer_received() > 0, "the client acknowledged");
+    assert_eq!(p.server().received(), 0, "and sent nothing");
+    p.server_loses_transport();
+    let c = p.set.counts();
+    assert_eq!((c.parked, c.parked_unproven), (1, 0));
+}
