@@ -79,6 +79,14 @@ impl Pair {
     }
 
     fn with_config(cfg: Config) -> Pair {
+        let p = Pair::connect(cfg, CLIENT_INFO);
+        assert_eq!(p.c.state(), SessionState::Established);
+        assert_eq!(p.s.as_ref().unwrap().state(), SessionState::Established);
+        p
+    }
+
+    /// Connects with `info` on both ends, whatever comes of it.
+    fn connect(cfg: Config, info: TransportInfo) -> Pair {
         let now = Instant::now();
         let mut p = Pair {
             now,
@@ -90,7 +98,7 @@ impl Pair {
             st: 100,
             reader: None,
             up: false,
-            info: CLIENT_INFO,
+            info,
             resumes: Vec::new(),
             refused: Vec::new(),
             c_got: Vec::new(),
@@ -98,8 +106,6 @@ impl Pair {
             server_reads: true,
         };
         p.pump();
-        assert_eq!(p.c.state(), SessionState::Established);
-        assert_eq!(p.server().state(), SessionState::Established);
         p
     }
 
@@ -825,4 +831,27 @@ fn a_client_that_only_acknowledged_is_proven() {
     p.server_loses_transport();
     let c = p.set.counts();
     assert_eq!((c.parked, c.parked_unproven), (1, 0));
+}
+
+/// The implicit policy needs a positive send buffer: a transport that
+/// reports 0 gets the typed `Config` error, not a bound of the peer's
+/// buffer alone (mutant: `>` -> `>=` in `implicit_bound`).
+#[test]
+fn implicit_release_refuses_a_zero_send_buffer() {
+    let mut cfg = config();
+    cfg.release_policy = ReleasePolicy::Implicit;
+    let p = Pair::connect(
+        cfg.clone(),
+        TransportInfo {
+            send_buffer: Some(0),
+            ..CLIENT_INFO
+        },
+    );
+    assert!(
+        matches!(p.c.error(), Some(SessionError::Config(_))),
+        "{:?}",
+        p.c.error()
+    );
+    let p = Pair::connect(cfg, CLIENT_INFO);
+    assert_eq!(p.c.state(), SessionState::Established);
 }
