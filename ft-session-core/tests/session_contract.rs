@@ -71,6 +71,8 @@ struct Pair {
     s_got: Vec<u8>,
     /// The server's application reads what arrives.
     server_reads: bool,
+    /// `Writable` events the client emitted.
+    c_writable: usize,
 }
 
 impl Pair {
@@ -104,6 +106,7 @@ impl Pair {
             c_got: Vec::new(),
             s_got: Vec::new(),
             server_reads: true,
+            c_writable: 0,
         };
         p.pump();
         p
@@ -214,6 +217,7 @@ impl Pair {
                         assert_eq!(b.len(), t.len());
                         self.deliver_to_server(&b);
                     }
+                    Output::Event(Event::Writable) => self.c_writable += 1,
                     _ => {}
                 }
             }
@@ -854,4 +858,38 @@ fn implicit_release_refuses_a_zero_send_buffer() {
     );
     let p = Pair::connect(cfg, CLIENT_INFO);
     assert_eq!(p.c.state(), SessionState::Established);
+}
+
+/// `Writable` is an edge: a writer that was never refused hears none,
+/// through a resume or implicit releases alike; one that was refused hears
+/// it once room is back (mutants: `&&` -> `||` before the `Writable` of
+/// `established` and of `release_implicit`).
+#[test]
+fn writable_comes_only_after_a_refused_write() {
+    for policy in [ReleasePolicy::Ack, ReleasePolicy::Implicit] {
+        let mut cfg = config();
+        cfg.release_policy = policy;
+        let mut p = Pair::with_config(cfg);
+        let data = pattern(11, 4000);
+        write_all(&mut p.c, &data);
+        p.pump();
+        p.crash();
+        p.run_client_timers_until(|p| p.c.state() == SessionState::Established && p.up);
+        write_all(&mut p.c, &data);
+        p.pump();
+        assert_eq!(p.c_writable, 0, "{policy:?}: never refused, never told");
+        assert_eq!(digest(&p.s_got), digest(&[&data[..], &data[..]].concat()));
+    }
+    // Refused while the link carries nothing: told once room is back.
+    let mut p = Pair::new();
+    p.up = false;
+    let big = pattern(12, 64 * 1024);
+    let n = p.c.write(&big).unwrap();
+    assert!(n < big.len());
+    assert!(matches!(p.c.write(&big[n..]), Err(WriteError::Blocked)));
+    p.pump();
+    assert_eq!(p.c_writable, 0);
+    p.crash();
+    p.run_client_timers_until(|p| p.c_writable > 0);
+    assert_eq!(p.c_writable, 1);
 }
