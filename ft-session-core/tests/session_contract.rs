@@ -893,3 +893,51 @@ fn writable_comes_only_after_a_refused_write() {
     p.run_client_timers_until(|p| p.c_writable > 0);
     assert_eq!(p.c_writable, 1);
 }
+
+/// Clients with different seeds keep backing off with different jitter,
+/// attempt after attempt, so clients that lost one server do not return in
+/// lockstep (mutants: `^=` -> `|=` in `next_random`, which saturates).
+#[test]
+fn backoff_jitter_differs_between_seeds() {
+    let t0 = Instant::now();
+    let delays = |seed: u64| -> Vec<Duration> {
+        let mut cfg = config();
+        cfg.connect_timeout = Duration::from_secs(3600);
+        cfg.backoff_initial = Duration::from_millis(100);
+        cfg.backoff_max = Duration::from_millis(100);
+        let mut c = Session::client(cfg, t0, seed);
+        let mut now = t0;
+        let mut out = Vec::new();
+        for _ in 0..12 {
+            let mut tid = None;
+            while let Some(o) = c.poll_output() {
+                if let Output::Connect { transport } = o {
+                    tid = Some(transport);
+                }
+            }
+            let transport = tid.expect("a connect attempt");
+            c.handle_input(now, Input::TransportLost { transport });
+            while c.poll_output().is_some() {}
+            let t = c.poll_timeout().expect("a backoff");
+            out.push(t - now);
+            now = t;
+            c.handle_input(now, Input::Timeout);
+        }
+        out
+    };
+    let (a, b) = (delays(1), delays(2));
+    assert_ne!(a[6..], b[6..], "late attempts still jittered apart");
+    // Exactly xorshift64 (13, 7, 17) from `seed | 1`, one draw per backoff:
+    // jitter in [base/2, base).
+    let mut x: u64 = 1;
+    let reference: Vec<Duration> = (0..12)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let base = Duration::from_millis(100);
+            base / 2 + base.mul_f64((x % 1024) as f64 / 2048.0)
+        })
+        .collect();
+    assert_eq!(a, reference);
+}
