@@ -212,11 +212,21 @@ impl FtStream {
     /// Cancel-safe: bytes are taken from the session only when it returns
     /// `Ready`.
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        self.poll_take(cx, |s| s.read(buf))
+    }
+
+    /// One application read (`read` or `read_chunk`) under the lock, waking
+    /// the driver when the read gave it work.
+    fn poll_take<T>(
+        &self,
+        cx: &mut Context<'_>,
+        take: impl FnOnce(&mut Session) -> Result<T, ReadError>,
+    ) -> Poll<io::Result<T>> {
         let mut sh = lock(&self.handle.shared);
         let was_full = !sh.session.wants_input();
         let ack_was_due = sh.session.ack_pending();
-        match sh.session.read(buf) {
-            Ok(n) => {
+        match take(&mut sh.session) {
+            Ok(v) => {
                 // The driver stopped reading the transport while the queue
                 // was full and there is room again, or the read opened the
                 // receive window and the peer waits for that acknowledgment.
@@ -226,7 +236,7 @@ impl FtStream {
                     drop(sh);
                     self.handle.wake_driver();
                 }
-                Poll::Ready(Ok(n))
+                Poll::Ready(Ok(v))
             }
             Err(ReadError::Blocked) => {
                 set_waker(&mut sh.reader, cx);
@@ -292,25 +302,7 @@ impl FtStream {
     ///
     /// Cancel-safe: bytes are taken only when it returns `Ready`.
     pub fn poll_read_chunk(&self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
-        let mut sh = lock(&self.handle.shared);
-        let was_full = !sh.session.wants_input();
-        let ack_was_due = sh.session.ack_pending();
-        match sh.session.read_chunk() {
-            Ok(chunk) => {
-                if (was_full && sh.session.wants_input())
-                    || (!ack_was_due && sh.session.ack_pending())
-                {
-                    drop(sh);
-                    self.handle.wake_driver();
-                }
-                Poll::Ready(Ok(chunk))
-            }
-            Err(ReadError::Blocked) => {
-                set_waker(&mut sh.reader, cx);
-                Poll::Pending
-            }
-            Err(e) => Poll::Ready(Err(e.into())),
-        }
+        self.poll_take(cx, Session::read_chunk)
     }
 
     /// [`FtStream::poll_read_chunk`] as a future.
