@@ -584,23 +584,37 @@ where
 #[derive(Debug, Clone)]
 struct TcpTransport(Arc<TcpStream>);
 
+impl TcpTransport {
+    /// Runs the non-blocking `op` once the socket is ready for it (`ready`
+    /// is `poll_read_ready` or `poll_write_ready`); a `WouldBlock` means the
+    /// readiness was stale (Tokio cleared it), so it waits again.
+    fn poll_io<R>(
+        &self,
+        cx: &mut Context<'_>,
+        ready: fn(&TcpStream, &mut Context<'_>) -> Poll<io::Result<()>>,
+        mut op: impl FnMut(&TcpStream) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        loop {
+            match ready(&self.0, cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            match op(&self.0) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+}
+
 impl futures_io::AsyncRead for TcpTransport {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            match self.0.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-            match self.0.try_read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
-        }
+        self.poll_io(cx, TcpStream::poll_read_ready, |s| s.try_read(buf))
     }
 }
 
@@ -610,18 +624,8 @@ impl ft_session_async::ReadSpare for TcpTransport {
         cx: &mut Context<'_>,
         buf: &mut Vec<u8>,
     ) -> Poll<io::Result<usize>> {
-        loop {
-            match self.0.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-            // Reads into the spare capacity without zeroing it.
-            match self.0.try_read_buf(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
-        }
+        // Reads into the spare capacity without zeroing it.
+        self.poll_io(cx, TcpStream::poll_read_ready, |s| s.try_read_buf(buf))
     }
 }
 
@@ -631,17 +635,7 @@ impl futures_io::AsyncWrite for TcpTransport {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            match self.0.poll_write_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-            match self.0.try_write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
-        }
+        self.poll_io(cx, TcpStream::poll_write_ready, |s| s.try_write(buf))
     }
 
     fn poll_write_vectored(
@@ -649,17 +643,9 @@ impl futures_io::AsyncWrite for TcpTransport {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            match self.0.poll_write_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-            match self.0.try_write_vectored(bufs) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
-        }
+        self.poll_io(cx, TcpStream::poll_write_ready, |s| {
+            s.try_write_vectored(bufs)
+        })
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
