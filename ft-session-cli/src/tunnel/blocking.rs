@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use ft_session_core::Config;
 use ft_session_std::{FtListener, FtStream};
 use socket2::SockRef;
 
 use super::{
-    announce, host_of, ClientArgs, PipeEnd, ServerArgs, ABORT_FORWARD_UNREACHABLE,
+    announce, arm_reset, ClientArgs, Dial, PipeEnd, Piped, ServerArgs, ABORT_FORWARD_UNREACHABLE,
     ABORT_LOCAL_RESET, ACCEPT_RETRY_DELAY, COPY_BUFFER,
 };
 use crate::stats::TunnelStats;
@@ -74,12 +73,7 @@ fn serve_server(session: FtStream, forward: &str, stats: &TunnelStats) {
     serve(session, tcp, stats, "server");
 }
 
-enum Dial {
-    Tcp { server: String, config: Config },
-    Tls(tls::StdDial),
-}
-
-impl Dial {
+impl Dial<tls::StdDial> {
     fn connect(&self) -> io::Result<FtStream> {
         match self {
             Dial::Tcp { server, config } => FtStream::connect(server.as_str(), config.clone()),
@@ -91,26 +85,7 @@ impl Dial {
 /// `tunnel client --runtime std`
 pub fn client(a: ClientArgs, stats: TunnelStats) -> Result<(), String> {
     let config = a.opts.config()?;
-    let dial = if a.opts.tls.tls {
-        let name = a
-            .opts
-            .tls
-            .server_name
-            .clone()
-            .unwrap_or_else(|| host_of(&a.server).to_owned());
-        let tls_config = tls::client_config(&a.opts.tls)?;
-        Dial::Tls(tls::StdDial::new(
-            tls_config,
-            a.server.clone(),
-            &name,
-            config,
-        )?)
-    } else {
-        Dial::Tcp {
-            server: a.server.clone(),
-            config,
-        }
-    };
+    let dial = Dial::new(&a, config, tls::StdDial::new)?;
     let dial = Arc::new(dial);
     let tcp =
         TcpListener::bind(&a.listen).map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
@@ -127,7 +102,7 @@ pub fn client(a: ClientArgs, stats: TunnelStats) -> Result<(), String> {
                         tracing::warn!(
                             "cannot open a session: {e}; resetting the local connection"
                         );
-                        arm_reset_std(&local);
+                        arm_reset(&SockRef::from(&local));
                     }
                 });
             }
@@ -136,12 +111,6 @@ pub fn client(a: ClientArgs, stats: TunnelStats) -> Result<(), String> {
                 thread::sleep(ACCEPT_RETRY_DELAY);
             }
         }
-    }
-}
-
-fn arm_reset_std(local: &TcpStream) {
-    if let Err(e) = SockRef::from(local).set_linger(Some(Duration::ZERO)) {
-        tracing::error!("cannot set SO_LINGER 0 on a local connection to reset it: {e}");
     }
 }
 
@@ -156,16 +125,17 @@ fn serve(session: FtStream, local: TcpStream, stats: &TunnelStats, label: &str) 
         Err(e) => {
             tracing::warn!("cannot duplicate the local connection's descriptor: {e}");
             session.abort(ABORT_LOCAL_RESET);
-            arm_reset_std(&local);
+            arm_reset(&SockRef::from(&local));
             return;
         }
     };
-    let mut reg = stats.register(session.clone(), dup);
-    let id = session
-        .session_id()
-        .map(|id| id.to_string())
-        .unwrap_or_default();
-    tracing::info!(session = %id, "{label}: session started");
+    let piped = Piped::start(
+        stats,
+        session.clone(),
+        session.session_id(),
+        dup.clone(),
+        label,
+    );
     // Set once the local connection is being reset (the upward thread's read
     // then returns 0, which must not pass for the local peer's FIN), or when
     // the upward thread saw the session lost.
@@ -185,7 +155,7 @@ fn serve(session: FtStream, local: TcpStream, stats: &TunnelStats, label: &str) 
         Err(e) => {
             tracing::error!("cannot start a thread: {e}");
             session.abort(ABORT_LOCAL_RESET);
-            arm_reset_std(&local);
+            arm_reset(&dup);
             return;
         }
     };
@@ -206,31 +176,13 @@ fn serve(session: FtStream, local: TcpStream, stats: &TunnelStats, label: &str) 
             if matches!(end, PipeEnd::LocalFailed(_)) {
                 session.abort(ABORT_LOCAL_RESET);
             }
-            arm_reset_std(&local);
+            arm_reset(&dup);
             let _ = local.shutdown(Shutdown::Read);
             let _ = up.join();
             end
         }
     };
-    let s = session.stats();
-    match end {
-        PipeEnd::Done => tracing::info!(
-            session = %id,
-            reconnects = s.reconnects,
-            retransmitted = s.retransmitted_bytes,
-            "{label}: session ended cleanly"
-        ),
-        PipeEnd::SessionLost(e) => {
-            tracing::warn!(session = %id, "{label}: session lost ({e}); resetting the local connection");
-            reg.mark_lost();
-            arm_reset_std(&local);
-        }
-        PipeEnd::LocalFailed(e) => {
-            tracing::warn!(session = %id, "{label}: local connection failed ({e}); aborting the session");
-            session.abort(ABORT_LOCAL_RESET);
-            arm_reset_std(&local);
-        }
-    }
+    piped.finish(end);
 }
 
 /// Local peer → session; its FIN becomes the session's half-close.

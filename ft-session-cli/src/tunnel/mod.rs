@@ -24,13 +24,17 @@ mod tokio_glue;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use ft_session_core::{Config, SessionId};
+use rustls::ClientConfig;
 use socket2::Socket;
 
 use crate::options::{RuntimeKind, SessionOpts};
-use crate::stats::TunnelStats;
+use crate::stats::{Probe, Registration, TunnelStats};
+use crate::tls;
 
 /// Abort code sent when the local peer reset its connection.
 pub const ABORT_LOCAL_RESET: u16 = 0x1001;
@@ -154,6 +158,108 @@ pub enum PipeEnd {
     SessionLost(std::io::Error),
     /// The local connection failed: the session must be aborted.
     LocalFailed(std::io::Error),
+}
+
+/// A session piped to a local connection: counted in the stats from
+/// [`Piped::start`] until [`Piped::finish`] acts on how the pipe ended.
+pub struct Piped<'a> {
+    session: Arc<dyn Probe>,
+    reset: Arc<Socket>,
+    reg: Registration,
+    id: String,
+    label: &'a str,
+}
+
+impl<'a> Piped<'a> {
+    /// Counts `session` (its local connection reset through `reset`, a
+    /// duplicate of its descriptor) and says it started.
+    pub fn start(
+        stats: &TunnelStats,
+        session: Arc<dyn Probe>,
+        id: Option<SessionId>,
+        reset: Arc<Socket>,
+        label: &'a str,
+    ) -> Piped<'a> {
+        let reg = stats.register(session.clone(), reset.clone());
+        let id = id.map(|id| id.to_string()).unwrap_or_default();
+        tracing::info!(session = %id, "{label}: session started");
+        Piped {
+            session,
+            reset,
+            reg,
+            id,
+            label,
+        }
+    }
+
+    /// Says how the pipe ended and acts on it: a lost session resets the
+    /// local connection, a failed local connection aborts the session (and
+    /// is reset). Every handle is then dropped without a shutdown: a clean
+    /// end already sent its FIN, a reset sends an RST.
+    pub fn finish(mut self, end: PipeEnd) {
+        let (id, label) = (&self.id, self.label);
+        let c = self.session.counters();
+        match end {
+            PipeEnd::Done => tracing::info!(
+                session = %id,
+                reconnects = c.reconnects,
+                retransmitted = c.retransmitted,
+                "{label}: session ended cleanly"
+            ),
+            PipeEnd::SessionLost(e) => {
+                tracing::warn!(session = %id, "{label}: session lost ({e}); resetting the local connection");
+                self.reg.mark_lost();
+                arm_reset(&self.reset);
+            }
+            PipeEnd::LocalFailed(e) => {
+                tracing::warn!(session = %id, "{label}: local connection failed ({e}); aborting the session");
+                self.session.abort(ABORT_LOCAL_RESET);
+                arm_reset(&self.reset);
+            }
+        }
+    }
+}
+
+/// How a tunnel client opens sessions: TCP, or TLS through a runtime's
+/// connector `T`.
+// Clippy sizes the generic `Tls(T)` as empty; every connector holds a
+// `Config` too, so the variants are alike in size.
+#[allow(clippy::large_enum_variant)]
+pub enum Dial<T> {
+    /// Plain TCP to the server.
+    Tcp {
+        /// The server's address.
+        server: String,
+        /// The sessions' configuration.
+        config: Config,
+    },
+    /// TLS to the server.
+    Tls(T),
+}
+
+/// A runtime's TLS connector maker ([`tls::tokio_connector`] and its
+/// siblings): client config, server address, certificate name, session
+/// configuration.
+type TlsConnector<T> = fn(Arc<ClientConfig>, String, &str, Config) -> Result<T, String>;
+
+impl<T> Dial<T> {
+    /// The dial `a` asks for; `tls` makes the runtime's TLS connector.
+    pub fn new(a: &ClientArgs, config: Config, tls: TlsConnector<T>) -> Result<Dial<T>, String> {
+        if !a.opts.tls.tls {
+            return Ok(Dial::Tcp {
+                server: a.server.clone(),
+                config,
+            });
+        }
+        let name = a
+            .opts
+            .tls
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host_of(&a.server).to_owned());
+        let tls_config = tls::client_config(&a.opts.tls)?;
+        Ok(Dial::Tls(tls(tls_config, a.server.clone(), &name, config)?))
+    }
 }
 
 /// The host part of `host:port`, for TLS server names.

@@ -1,8 +1,9 @@
 //! The tunnel's data path for the async runtimes: one local connection and
 //! one session, both directions, written once over futures-io.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use ft_session_async::FtStream;
@@ -10,7 +11,7 @@ use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use socket2::Socket;
 
-use super::{arm_reset, PipeEnd, ABORT_LOCAL_RESET, COPY_BUFFER};
+use super::{arm_reset, PipeEnd, Piped, ABORT_FORWARD_UNREACHABLE, COPY_BUFFER};
 use crate::stats::TunnelStats;
 
 /// Pipes `local` (read and write halves, and `reset`, a duplicate of its
@@ -29,42 +30,21 @@ pub async fn serve<R, W>(
     W: AsyncWrite + Unpin,
 {
     let session = Arc::new(session);
-    let reset = Arc::new(reset);
-    let mut reg = stats.register(session.clone(), reset.clone());
-    let id = session
-        .session_id()
-        .map(|id| id.to_string())
-        .unwrap_or_default();
-    tracing::info!(session = %id, "{label}: session started");
-    let end = pipe(&session, local_rd, local_wr).await;
-    let end = match end {
+    let piped = Piped::start(
+        stats,
+        session.clone(),
+        session.session_id(),
+        Arc::new(reset),
+        label,
+    );
+    let end = match pipe(&session, local_rd, local_wr).await {
         PipeEnd::Done => match session.close().await {
             Ok(()) => PipeEnd::Done,
             Err(e) => PipeEnd::SessionLost(e),
         },
         other => other,
     };
-    let s = session.stats();
-    match end {
-        PipeEnd::Done => tracing::info!(
-            session = %id,
-            reconnects = s.reconnects,
-            retransmitted = s.retransmitted_bytes,
-            "{label}: session ended cleanly"
-        ),
-        PipeEnd::SessionLost(e) => {
-            tracing::warn!(session = %id, "{label}: session lost ({e}); resetting the local connection");
-            reg.mark_lost();
-            arm_reset(&reset);
-        }
-        PipeEnd::LocalFailed(e) => {
-            tracing::warn!(session = %id, "{label}: local connection failed ({e}); aborting the session");
-            session.abort(ABORT_LOCAL_RESET);
-            arm_reset(&reset);
-        }
-    }
-    // `reset` and the caller's halves are dropped without a shutdown: a
-    // clean end already sent its FIN, a reset sends an RST.
+    piped.finish(end);
 }
 
 /// Both directions until both end, or the first failure.
@@ -117,6 +97,60 @@ where
 }
 
 /// A duplicate descriptor of a local connection, kept to reset it.
-pub fn reset_handle<S: std::os::fd::AsFd>(s: &S) -> io::Result<Socket> {
+pub fn reset_handle<S: AsFd>(s: &S) -> io::Result<Socket> {
     socket2::SockRef::from(s).try_clone()
+}
+
+/// The server's connection to its forward address for `session` (what
+/// `connecting` opens), with nodelay set and a reset handle; if either
+/// cannot be had, the session is aborted and `None` returned.
+pub async fn forward_for<S: AsFd>(
+    session: &FtStream,
+    forward: &str,
+    connecting: impl Future<Output = io::Result<S>>,
+) -> Option<(S, Socket)> {
+    let tcp = match connecting.await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!("cannot connect to {forward}: {e}; aborting the session");
+            session.abort(ABORT_FORWARD_UNREACHABLE);
+            return None;
+        }
+    };
+    // Interactive protocols (SSH) must not wait for Nagle.
+    let _ = socket2::SockRef::from(&tcp).set_tcp_nodelay(true);
+    match reset_handle(&tcp) {
+        Ok(reset) => Some((tcp, reset)),
+        Err(e) => {
+            tracing::warn!("cannot duplicate the forward connection's descriptor: {e}");
+            session.abort(ABORT_FORWARD_UNREACHABLE);
+            None
+        }
+    }
+}
+
+/// The client's session for the local connection `local` (what
+/// `connecting` opens), with nodelay set on `local` and its reset handle;
+/// if either cannot be had, `local` is reset (or just dropped) and `None`
+/// returned.
+pub async fn session_for<S: AsFd>(
+    local: &S,
+    connecting: impl Future<Output = io::Result<FtStream>>,
+) -> Option<(FtStream, Socket)> {
+    let _ = socket2::SockRef::from(local).set_tcp_nodelay(true);
+    let reset = match reset_handle(local) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("cannot duplicate the local connection's descriptor: {e}");
+            return None;
+        }
+    };
+    match connecting.await {
+        Ok(s) => Some((s, reset)),
+        Err(e) => {
+            tracing::warn!("cannot open a session: {e}; resetting the local connection");
+            arm_reset(&reset);
+            None
+        }
+    }
 }

@@ -3,15 +3,11 @@
 
 use std::sync::Arc;
 
-use ft_session_core::Config;
 use ft_session_smol::FtListener;
 use smol::net::{TcpListener, TcpStream};
 
-use super::pipe::{reset_handle, serve};
-use super::{
-    announce, arm_reset, host_of, ClientArgs, ServerArgs, ABORT_FORWARD_UNREACHABLE,
-    ACCEPT_RETRY_DELAY,
-};
+use super::pipe::{forward_for, serve, session_for};
+use super::{announce, ClientArgs, Dial, ServerArgs, ACCEPT_RETRY_DELAY};
 use crate::stats::TunnelStats;
 use crate::tls;
 
@@ -61,34 +57,19 @@ pub fn server(a: ServerArgs, stats: TunnelStats) -> Result<(), String> {
 }
 
 async fn serve_server(session: ft_session_async::FtStream, forward: &str, stats: &TunnelStats) {
-    let tcp = match TcpStream::connect(forward).await {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!("cannot connect to {forward}: {e}; aborting the session");
-            session.abort(ABORT_FORWARD_UNREACHABLE);
-            return;
-        }
-    };
-    let _ = tcp.set_nodelay(true);
-    let reset = match reset_handle(&tcp) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!("cannot duplicate the forward connection's descriptor: {e}");
-            session.abort(ABORT_FORWARD_UNREACHABLE);
-            return;
-        }
+    let Some((tcp, reset)) = forward_for(&session, forward, TcpStream::connect(forward)).await
+    else {
+        return;
     };
     // smol's streams are shared handles: one reads while the other writes,
     // and dropping them closes without a shutdown.
     serve(session, tcp.clone(), tcp, reset, stats, "server").await;
 }
 
-enum Dial {
-    Tcp { server: String, config: Config },
-    Tls(tls::TlsDial<futures_rustls::client::TlsStream<TcpStream>>),
-}
+/// The TLS dial on smol.
+type SmolTls = tls::TlsDial<futures_rustls::client::TlsStream<TcpStream>>;
 
-impl Dial {
+impl Dial<SmolTls> {
     async fn connect(&self) -> std::io::Result<ft_session_async::FtStream> {
         match self {
             Dial::Tcp { server, config } => {
@@ -104,26 +85,7 @@ impl Dial {
 pub fn client(a: ClientArgs, stats: TunnelStats) -> Result<(), String> {
     let config = a.opts.config()?;
     smol::block_on(async move {
-        let dial = if a.opts.tls.tls {
-            let name = a
-                .opts
-                .tls
-                .server_name
-                .clone()
-                .unwrap_or_else(|| host_of(&a.server).to_owned());
-            let tls_config = tls::client_config(&a.opts.tls)?;
-            Dial::Tls(tls::smol_connector(
-                tls_config,
-                a.server.clone(),
-                &name,
-                config,
-            )?)
-        } else {
-            Dial::Tcp {
-                server: a.server.clone(),
-                config,
-            }
-        };
+        let dial = Dial::new(&a, config, tls::smol_connector)?;
         let dial = Arc::new(dial);
         let tcp = TcpListener::bind(a.listen.as_str())
             .await
@@ -146,22 +108,9 @@ pub fn client(a: ClientArgs, stats: TunnelStats) -> Result<(), String> {
     })
 }
 
-async fn serve_client(local: TcpStream, dial: &Dial, stats: &TunnelStats) {
-    let _ = local.set_nodelay(true);
-    let reset = match reset_handle(&local) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!("cannot duplicate the local connection's descriptor: {e}");
-            return;
-        }
-    };
-    let session = match dial.connect().await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot open a session: {e}; resetting the local connection");
-            arm_reset(&reset);
-            return;
-        }
+async fn serve_client(local: TcpStream, dial: &Dial<SmolTls>, stats: &TunnelStats) {
+    let Some((session, reset)) = session_for(&local, dial.connect()).await else {
+        return;
     };
     serve(session, local.clone(), local, reset, stats, "client").await;
 }

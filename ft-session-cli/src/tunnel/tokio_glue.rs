@@ -3,15 +3,11 @@
 
 use std::sync::Arc;
 
-use ft_session_core::Config;
 use ft_session_tokio::{Compat, FtListener};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::pipe::{reset_handle, serve};
-use super::{
-    announce, arm_reset, host_of, ClientArgs, ServerArgs, ABORT_FORWARD_UNREACHABLE,
-    ACCEPT_RETRY_DELAY,
-};
+use super::pipe::{forward_for, serve, session_for};
+use super::{announce, ClientArgs, Dial, ServerArgs, ACCEPT_RETRY_DELAY};
 use crate::stats::TunnelStats;
 use crate::tls;
 
@@ -67,35 +63,18 @@ pub fn server(a: ServerArgs, stats: TunnelStats) -> Result<(), String> {
 }
 
 async fn serve_server(session: ft_session_async::FtStream, forward: &str, stats: &TunnelStats) {
-    let mut tcp = match TcpStream::connect(forward).await {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!("cannot connect to {forward}: {e}; aborting the session");
-            session.abort(ABORT_FORWARD_UNREACHABLE);
-            return;
-        }
-    };
-    // Interactive protocols (SSH) must not wait for Nagle.
-    let _ = tcp.set_nodelay(true);
-    let reset = match reset_handle(&tcp) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!("cannot duplicate the forward connection's descriptor: {e}");
-            session.abort(ABORT_FORWARD_UNREACHABLE);
-            return;
-        }
+    let Some((mut tcp, reset)) = forward_for(&session, forward, TcpStream::connect(forward)).await
+    else {
+        return;
     };
     let (r, w) = tcp.split();
     serve(session, Compat(r), Compat(w), reset, stats, "server").await;
 }
 
-/// How the client opens sessions.
-enum Dial {
-    Tcp { server: String, config: Config },
-    Tls(tls::TlsDial<tokio_rustls::client::TlsStream<TcpStream>>),
-}
+/// The TLS dial on tokio.
+type TokioTls = tls::TlsDial<tokio_rustls::client::TlsStream<TcpStream>>;
 
-impl Dial {
+impl Dial<TokioTls> {
     async fn connect(&self) -> std::io::Result<ft_session_async::FtStream> {
         match self {
             Dial::Tcp { server, config } => {
@@ -111,26 +90,7 @@ impl Dial {
 pub fn client(a: ClientArgs, stats: TunnelStats) -> Result<(), String> {
     let config = a.opts.config()?;
     runtime()?.block_on(async move {
-        let dial = if a.opts.tls.tls {
-            let name = a
-                .opts
-                .tls
-                .server_name
-                .clone()
-                .unwrap_or_else(|| host_of(&a.server).to_owned());
-            let tls_config = tls::client_config(&a.opts.tls)?;
-            Dial::Tls(tls::tokio_connector(
-                tls_config,
-                a.server.clone(),
-                &name,
-                config,
-            )?)
-        } else {
-            Dial::Tcp {
-                server: a.server.clone(),
-                config,
-            }
-        };
+        let dial = Dial::new(&a, config, tls::tokio_connector)?;
         let dial = Arc::new(dial);
         let tcp = TcpListener::bind(&a.listen)
             .await
@@ -153,22 +113,9 @@ pub fn client(a: ClientArgs, stats: TunnelStats) -> Result<(), String> {
     })
 }
 
-async fn serve_client(mut local: TcpStream, dial: &Dial, stats: &TunnelStats) {
-    let _ = local.set_nodelay(true);
-    let reset = match reset_handle(&local) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!("cannot duplicate the local connection's descriptor: {e}");
-            return;
-        }
-    };
-    let session = match dial.connect().await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot open a session: {e}; resetting the local connection");
-            arm_reset(&reset);
-            return;
-        }
+async fn serve_client(mut local: TcpStream, dial: &Dial<TokioTls>, stats: &TunnelStats) {
+    let Some((session, reset)) = session_for(&local, dial.connect()).await else {
+        return;
     };
     let (r, w) = local.split();
     serve(session, Compat(r), Compat(w), reset, stats, "client").await;
