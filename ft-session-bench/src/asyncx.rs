@@ -508,19 +508,7 @@ impl<E: Exec> Net for AsyncNet<E> {
             });
             (moved, r)
         });
-        // Settle: every client has started its cadence.
-        std::thread::sleep(period * 10);
-        let (c0, r0, t0) = (
-            crate::util::cpu_time().unwrap_or_default(),
-            done.load(Ordering::Relaxed),
-            Instant::now(),
-        );
-        std::thread::sleep(window);
-        let (c1, r1, el) = (
-            crate::util::cpu_time().unwrap_or_default(),
-            done.load(Ordering::Relaxed),
-            t0.elapsed(),
-        );
+        let measured = exp::measure_load(&done, period * 10, window);
         stop.store(true, Ordering::Relaxed);
         let (back, r) = worker
             .join()
@@ -528,11 +516,7 @@ impl<E: Exec> Net for AsyncNet<E> {
         *conns = back;
         r?;
         debug_assert_eq!(conns.len(), n);
-        let secs = el.as_secs_f64();
-        Ok((
-            (c1 - c0).as_secs_f64() / secs * 100.0,
-            (r1 - r0) as f64 / secs,
-        ))
+        Ok(measured)
     }
 
     fn start_writer(

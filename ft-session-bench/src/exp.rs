@@ -152,6 +152,30 @@ impl Drop for Server {
 /// Reads a session client's (reconnects, retransmitted bytes).
 pub(crate) type Reconnects = Arc<dyn Fn() -> (u64, u64) + Send + Sync>;
 
+/// Measures a load that clients run on other threads, each request counted
+/// in `done`: waits `settle` (every client has started its cadence), then
+/// returns the process's CPU use (% of one core) and the requests per
+/// second over `window`.
+pub(crate) fn measure_load(done: &AtomicU64, settle: Duration, window: Duration) -> (f64, f64) {
+    std::thread::sleep(settle);
+    let (c0, r0, t0) = (
+        crate::util::cpu_time().unwrap_or_default(),
+        done.load(Ordering::Relaxed),
+        Instant::now(),
+    );
+    std::thread::sleep(window);
+    let (c1, r1, el) = (
+        crate::util::cpu_time().unwrap_or_default(),
+        done.load(Ordering::Relaxed),
+        t0.elapsed(),
+    );
+    let secs = el.as_secs_f64();
+    (
+        (c1 - c0).as_secs_f64() / secs * 100.0,
+        (r1 - r0) as f64 / secs,
+    )
+}
+
 /// Stops a background writer and waits for it.
 pub(crate) type Join = Box<dyn FnOnce() + Send>;
 

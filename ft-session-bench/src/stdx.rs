@@ -411,27 +411,12 @@ impl Net for StdNet {
                     Ok(())
                 })
             });
-            thread::sleep(period * 10);
-            let (c0, r0, t0) = (
-                crate::util::cpu_time().unwrap_or_default(),
-                done.load(Ordering::Relaxed),
-                Instant::now(),
-            );
-            thread::sleep(window);
-            let (c1, r1, el) = (
-                crate::util::cpu_time().unwrap_or_default(),
-                done.load(Ordering::Relaxed),
-                t0.elapsed(),
-            );
+            let measured = exp::measure_load(&done, period * 10, window);
             stop.store(true, Ordering::Relaxed);
             clients
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("load thread panicked")))?;
-            let secs = el.as_secs_f64();
-            Ok((
-                (c1 - c0).as_secs_f64() / secs * 100.0,
-                (r1 - r0) as f64 / secs,
-            ))
+            Ok(measured)
         })
     }
 
