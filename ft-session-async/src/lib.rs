@@ -131,6 +131,7 @@ mod adapt;
 mod client;
 mod driver;
 mod entropy;
+mod forward;
 mod listener;
 mod socket;
 mod stream;

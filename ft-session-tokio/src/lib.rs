@@ -117,7 +117,7 @@ use std::time::{Duration, Instant};
 use ft_session_async::{
     Accept, Accepted, ConnectFuture, Connected, SocketControl, SocketRef, SpareTransport,
 };
-use ft_session_core::{Config, ServerAddr, SessionId};
+use ft_session_core::{Config, ServerAddr};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
 
@@ -281,90 +281,13 @@ impl FtStream {
             .map(FtStream)
     }
 
-    /// Closes the session gracefully and waits until both sides know every
-    /// byte arrived; bounded by the close timeout (the session's
-    /// `max_reconnect_time`), after which the session is aborted and this
-    /// fails with `TimedOut`. Unread input is discarded.
-    pub async fn close(&self) -> io::Result<()> {
-        self.0.close().await
-    }
-
-    /// [`FtStream::close`] with an explicit bound.
-    pub async fn close_timeout(&self, timeout: Duration) -> io::Result<()> {
-        self.0.close_timeout(timeout).await
-    }
-
-    /// Half-closes and waits until the peer session acknowledged every byte
-    /// (the same as `AsyncWriteExt::shutdown`; see the crate docs).
-    pub async fn shutdown(&self) -> io::Result<()> {
-        self.0.shutdown().await
-    }
-
-    /// Aborts the session at once, telling the peer `code` (0x1000..=0xFFFF).
-    pub fn abort(&self, code: u16) {
-        self.0.abort(code)
-    }
-
-    /// Reconnects, retransmitted bytes, state and the core's counters.
-    pub fn stats(&self) -> StreamStats {
-        self.0.stats()
-    }
-
-    /// The session id.
-    pub fn session_id(&self) -> Option<SessionId> {
-        self.0.session_id()
-    }
-
-    /// How the session ended, once it has.
-    pub fn outcome(&self) -> Option<Result<(), SessionError>> {
-        self.0.outcome()
-    }
-
-    /// The peer's address on the current transport; `NotConnected` while
-    /// reconnecting.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.0.peer_addr()
-    }
-
-    /// The local address of the current transport; `NotConnected` while
-    /// reconnecting.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-
-    /// Sets `TCP_NODELAY` on the current transport and every later one
-    /// (default `true`).
-    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.0.set_nodelay(nodelay)
-    }
-
-    /// The `TCP_NODELAY` setting of the session's transports.
-    pub fn nodelay(&self) -> bool {
-        self.0.nodelay()
-    }
-
-    /// Writes all of `data` without copying it (the zero-copy `write_all`):
-    /// the session keeps a reference to the buffer until the peer has the
-    /// bytes, across reconnects. Not cancel-safe (a prefix may be taken).
-    pub async fn send_bytes(&self, data: Bytes) -> io::Result<()> {
-        self.0.send_bytes(data).await
-    }
-
-    /// Queues the front of `data` without copying it; returns how many
-    /// bytes were taken (split off `data`). Cancel-safe.
-    pub fn poll_send(&self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<usize>> {
-        self.0.poll_send(cx, data)
-    }
-
-    /// Reads the next piece of received bytes without copying it; an empty
-    /// chunk is end of stream. Cancel-safe.
-    pub async fn read_chunk(&self) -> io::Result<Bytes> {
-        self.0.read_chunk().await
-    }
-
-    /// [`FtStream::read_chunk`] as a poll function.
-    pub fn poll_read_chunk(&self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
-        self.0.poll_read_chunk(cx)
+    // close, close_timeout, shutdown, abort, stats, session_id, outcome,
+    // peer_addr, local_addr, set_nodelay, nodelay, send_bytes, poll_send,
+    // read_chunk, poll_read_chunk: the same in every async adapter.
+    ft_session_async::forward_stream_methods! {
+        /// Half-closes and waits until the peer session acknowledged every byte
+        /// (the same as `AsyncWriteExt::shutdown`; see the crate docs).
+        shutdown
     }
 
     /// Splits the stream into owned halves that can move to different tasks
