@@ -1,30 +1,26 @@
 //! The adapter benches' connect summary: a session connect (TCP connect and
 //! the session's handshake, through each adapter's own `FtStream::connect`
-//! and `FtListener::bind`) beside a raw TCP connect on the same runtime, in
-//! alternating rounds. The issue's target: at most 2x a TCP connect (one
-//! handshake round trip more is the floor).
+//! and `FtListener::bind`) beside two baselines on the same runtime, in
+//! rotating rounds: a raw TCP connect (the issue's target: at most 2x) and
+//! the floor, a TCP connect plus one application round trip (a 1-byte ping
+//! answered by 1 byte), since the session's handshake is one round trip.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use ft_session_core::Config;
-use ft_session_testkit::{alternate, median};
+use ft_session_testkit::median;
 
 use crate::Runtime;
 
-/// What [`connect_summary`](crate::connect_summary) measured: the median
-/// connect times and their ratio.
+/// One baseline of [`LatencySummary`]: its median and the session's ratio
+/// to it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LatencySummary {
-    /// Rounds measured (after one untimed round each).
-    pub rounds: usize,
-    /// Connects per side and round.
-    pub per_round: usize,
-    /// Median raw TCP connect, in µs (median over rounds of each round's median).
+pub struct Baseline {
+    /// Median baseline operation, in µs (median over rounds of each
+    /// round's median).
     pub base_us: f64,
-    /// Median session connect, in µs (the same way).
-    pub ft_us: f64,
-    /// `ft_us / base_us`: how many TCP connects a session connect costs.
+    /// Median session connect / `base_us`.
     pub ratio: f64,
     /// Median of the per-round ratios.
     pub round_median: f64,
@@ -34,72 +30,116 @@ pub struct LatencySummary {
     pub round_max: f64,
 }
 
-impl std::fmt::Display for LatencySummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+/// What [`connect_summary`](crate::connect_summary) measured: the median
+/// session connect and its ratio to each baseline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencySummary {
+    /// Rounds measured (after one untimed round each).
+    pub rounds: usize,
+    /// Operations per side and round.
+    pub per_round: usize,
+    /// Median session connect, in µs (median over rounds of each round's
+    /// median).
+    pub ft_us: f64,
+    /// Against a raw TCP connect: how many TCP connects a session connect
+    /// costs (the issue's target: at most 2).
+    pub connect: Baseline,
+    /// Against the floor, a TCP connect plus one application round trip
+    /// (1 byte each way, the server a thread or task answering it): how far
+    /// above what any handshake must cost the session is.
+    pub floor: Baseline,
+}
+
+impl LatencySummary {
+    /// The line of one baseline, `name` naming it in the figures.
+    fn line(&self, f: &mut std::fmt::Formatter<'_>, name: &str, b: &Baseline) -> std::fmt::Result {
         write!(
             f,
-            "{} rounds x {} connects, medians: raw {:.1} µs, ft {:.1} µs; ratio ft/raw = {:.2} \
+            "{} rounds x {} connects, medians: {name} {:.1} µs, ft {:.1} µs; ratio ft/{name} = {:.2} \
              (median of per-round ratios {:.2}, range {:.2}-{:.2})",
             self.rounds,
             self.per_round,
-            self.base_us,
+            b.base_us,
             self.ft_us,
-            self.ratio,
-            self.round_median,
-            self.round_min,
-            self.round_max
+            b.ratio,
+            b.round_median,
+            b.round_min,
+            b.round_max
         )
     }
 }
 
-/// `rounds` alternating rounds of `per_round` timed operations each; a
-/// round's figure is the median of its operations (in µs).
-fn compare(
+impl std::fmt::Display for LatencySummary {
+    /// Two lines: against a raw TCP connect, then against the floor.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "connect  (base raw TCP connect, ft FtStream::connect): ratio ft/raw; "
+        )?;
+        self.line(f, "raw", &self.connect)?;
+        write!(
+            f,
+            "\nfloor    (base TCP connect + 1-byte round trip, ft FtStream::connect): \
+             ratio ft/floor; "
+        )?;
+        self.line(f, "floor", &self.floor)
+    }
+}
+
+/// A timed operation of the comparison.
+type Op<'a> = &'a mut (dyn FnMut() -> io::Result<Duration> + 'a);
+
+/// `rounds` rounds of `per_round` timed operations of each of `raw`,
+/// `floor` and `ft`, the order rotating from round to round, after one
+/// untimed round of each; a round's figure is the median of its operations
+/// (in µs).
+fn compare<'a>(
     rounds: usize,
     per_round: usize,
-    mut base: impl FnMut() -> io::Result<Duration>,
-    mut ft: impl FnMut() -> io::Result<Duration>,
+    raw: Op<'a>,
+    floor: Op<'a>,
+    ft: Op<'a>,
 ) -> io::Result<LatencySummary> {
-    let mut err = None;
-    let mut round = |op: &mut dyn FnMut() -> io::Result<Duration>| -> f64 {
-        let mut v: Vec<f64> = (0..per_round)
-            .filter_map(|_| match op() {
-                Ok(d) => Some(d.as_secs_f64() * 1e6),
-                Err(e) => {
-                    err.get_or_insert(e);
-                    None
-                }
-            })
-            .collect();
-        median(&mut v)
+    let mut ops: [Op<'a>; 3] = [raw, floor, ft];
+    let round = |op: &mut dyn FnMut() -> io::Result<Duration>| -> io::Result<f64> {
+        let mut v = Vec::with_capacity(per_round);
+        for _ in 0..per_round {
+            v.push(op()?.as_secs_f64() * 1e6);
+        }
+        Ok(median(&mut v))
     };
-    let pairs = {
-        let round = std::cell::RefCell::new(&mut round);
-        alternate(
-            rounds,
-            || (round.borrow_mut())(&mut base),
-            || (round.borrow_mut())(&mut ft),
-        )
+    for op in ops.iter_mut() {
+        round(&mut **op)?;
+    }
+    let mut times: [Vec<f64>; 3] = Default::default();
+    for i in 0..rounds {
+        for k in 0..3 {
+            let j = (i + k) % 3;
+            let t = round(&mut *ops[j])?;
+            times[j].push(t);
+        }
+    }
+    let [mut raw_t, mut floor_t, mut ft_t] = times;
+    let baseline = |base: &mut Vec<f64>, ft: &[f64]| {
+        let mut r: Vec<f64> = ft.iter().zip(base.iter()).map(|(f, b)| f / b).collect();
+        let mut fts = ft.to_vec();
+        let (mb, mf) = (median(base), median(&mut fts));
+        Baseline {
+            base_us: mb,
+            ratio: mf / mb,
+            round_median: median(&mut r),
+            round_min: r.iter().copied().fold(f64::INFINITY, f64::min),
+            round_max: r.iter().copied().fold(0.0, f64::max),
+        }
     };
-    if let Some(e) = err {
-        return Err(e);
-    }
-    let (mut b, mut f, mut r) = (Vec::new(), Vec::new(), Vec::new());
-    for (tb, tf) in pairs {
-        b.push(tb);
-        f.push(tf);
-        r.push(tf / tb);
-    }
-    let (mb, mf) = (median(&mut b), median(&mut f));
+    let connect = baseline(&mut raw_t, &ft_t);
+    let floor = baseline(&mut floor_t, &ft_t);
     Ok(LatencySummary {
         rounds,
         per_round,
-        base_us: mb,
-        ft_us: mf,
-        ratio: mf / mb,
-        round_median: median(&mut r),
-        round_min: r.iter().copied().fold(f64::INFINITY, f64::min),
-        round_max: r.iter().copied().fold(0.0, f64::max),
+        ft_us: median(&mut ft_t),
+        connect,
+        floor,
     })
 }
 
@@ -123,6 +163,19 @@ fn std_connects(rounds: usize, per_round: usize) -> io::Result<LatencySummary> {
             drop(s);
         }
     });
+    let floor = TcpListener::bind("127.0.0.1:0")?;
+    let floor_addr = floor.local_addr()?;
+    // One thread answers each connection's ping, one connection at a time.
+    std::thread::spawn(move || {
+        for s in floor.incoming() {
+            let _ = s.and_then(|mut s| {
+                s.set_nodelay(true)?;
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b)?;
+                s.write_all(&b)
+            });
+        }
+    });
     let l = FtListener::bind("127.0.0.1:0", Config::default())?;
     let ft_addr = l.local_addr()?;
     std::thread::spawn(move || {
@@ -138,13 +191,22 @@ fn std_connects(rounds: usize, per_round: usize) -> io::Result<LatencySummary> {
     compare(
         rounds,
         per_round,
-        || {
+        &mut || {
             let start = Instant::now();
             let s = TcpStream::connect(raw_addr)?;
             s.set_nodelay(true)?;
             Ok(start.elapsed())
         },
-        || {
+        &mut || {
+            let start = Instant::now();
+            let mut s = TcpStream::connect(floor_addr)?;
+            s.set_nodelay(true)?;
+            s.write_all(&[1])?;
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b)?;
+            Ok(start.elapsed())
+        },
+        &mut || {
             let start = Instant::now();
             let s = FtStream::connect(ft_addr, Config::default())?;
             let t = start.elapsed();
@@ -162,12 +224,25 @@ fn tokio_connects(rounds: usize, per_round: usize) -> io::Result<LatencySummary>
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (raw_addr, ft_addr) = rt.block_on(async {
+    let (raw_addr, floor_addr, ft_addr) = rt.block_on(async {
         let raw = TcpListener::bind("127.0.0.1:0").await?;
         let raw_addr = raw.local_addr()?;
         tokio::spawn(async move {
             while let Ok((s, _)) = raw.accept().await {
                 drop(s);
+            }
+        });
+        let floor = TcpListener::bind("127.0.0.1:0").await?;
+        let floor_addr = floor.local_addr()?;
+        // One task answers each connection's ping, one connection at a time.
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = floor.accept().await {
+                let _ = s.set_nodelay(true);
+                let mut b = [0u8; 1];
+                if s.read_exact(&mut b).await.is_ok() {
+                    let _ = s.write_all(&b).await;
+                }
             }
         });
         let l = FtListener::bind("127.0.0.1:0", Config::default()).await?;
@@ -179,14 +254,14 @@ fn tokio_connects(rounds: usize, per_round: usize) -> io::Result<LatencySummary>
                 });
             }
         });
-        io::Result::Ok((raw_addr, ft_addr))
+        io::Result::Ok((raw_addr, floor_addr, ft_addr))
     })?;
     // The connects run in `block_on` on this thread, the sessions' and the
     // servers' tasks on the runtime's workers.
     compare(
         rounds,
         per_round,
-        || {
+        &mut || {
             rt.block_on(async {
                 let start = Instant::now();
                 let s = TcpStream::connect(raw_addr).await?;
@@ -194,7 +269,19 @@ fn tokio_connects(rounds: usize, per_round: usize) -> io::Result<LatencySummary>
                 Ok(start.elapsed())
             })
         },
-        || {
+        &mut || {
+            rt.block_on(async {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let start = Instant::now();
+                let mut s = TcpStream::connect(floor_addr).await?;
+                s.set_nodelay(true)?;
+                s.write_all(&[1]).await?;
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).await?;
+                Ok(start.elapsed())
+            })
+        },
+        &mut || {
             rt.block_on(async {
                 let start = Instant::now();
                 let s = FtStream::connect(ft_addr, Config::default()).await?;
@@ -210,12 +297,26 @@ fn smol_connects(rounds: usize, per_round: usize) -> io::Result<LatencySummary> 
     use ft_session_smol::{FtListener, FtStream};
     use smol::net::{TcpListener, TcpStream};
 
-    let (raw_addr, ft_addr) = smol::block_on(async {
+    let (raw_addr, floor_addr, ft_addr) = smol::block_on(async {
         let raw = TcpListener::bind("127.0.0.1:0").await?;
         let raw_addr = raw.local_addr()?;
         smol::spawn(async move {
             while let Ok((s, _)) = raw.accept().await {
                 drop(s);
+            }
+        })
+        .detach();
+        let floor = TcpListener::bind("127.0.0.1:0").await?;
+        let floor_addr = floor.local_addr()?;
+        // One task answers each connection's ping, one connection at a time.
+        smol::spawn(async move {
+            use smol::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = floor.accept().await {
+                let _ = s.set_nodelay(true);
+                let mut b = [0u8; 1];
+                if s.read_exact(&mut b).await.is_ok() {
+                    let _ = s.write_all(&b).await;
+                }
             }
         })
         .detach();
@@ -230,14 +331,14 @@ fn smol_connects(rounds: usize, per_round: usize) -> io::Result<LatencySummary> 
             }
         })
         .detach();
-        io::Result::Ok((raw_addr, ft_addr))
+        io::Result::Ok((raw_addr, floor_addr, ft_addr))
     })?;
     // The sessions run on smol's global executor (its own threads), the
     // servers too; the connects on this thread, as `smol::block_on` runs them.
     compare(
         rounds,
         per_round,
-        || {
+        &mut || {
             smol::block_on(async {
                 let start = Instant::now();
                 let s = TcpStream::connect(raw_addr).await?;
@@ -245,7 +346,19 @@ fn smol_connects(rounds: usize, per_round: usize) -> io::Result<LatencySummary> 
                 Ok(start.elapsed())
             })
         },
-        || {
+        &mut || {
+            smol::block_on(async {
+                use smol::io::{AsyncReadExt, AsyncWriteExt};
+                let start = Instant::now();
+                let mut s = TcpStream::connect(floor_addr).await?;
+                s.set_nodelay(true)?;
+                s.write_all(&[1]).await?;
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).await?;
+                Ok(start.elapsed())
+            })
+        },
+        &mut || {
             smol::block_on(async {
                 let start = Instant::now();
                 let s = FtStream::connect(ft_addr, Config::default()).await?;

@@ -41,7 +41,7 @@ mod util;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-pub use connectx::LatencySummary;
+pub use connectx::{Baseline, LatencySummary};
 pub use plot::write_plots;
 
 /// How long a run takes: sizes, rounds and client counts scale with it.
@@ -476,12 +476,14 @@ pub fn bulk_summary(
     }
 }
 
-/// The adapter benches' connect summary on `runtime`: `rounds` alternating
-/// rounds of `per_round` raw TCP connects and `per_round` session connects
-/// (TCP connect and the session's first handshake through the adapter's
-/// own `FtStream::connect` / `FtListener::bind`, on loopback, default
-/// `Config`), each round's figure the median of its connects. The graceful
-/// close after each session connect is not timed.
+/// The adapter benches' connect summary on `runtime`: `rounds` rounds of
+/// `per_round` raw TCP connects, `per_round` floor operations (a TCP
+/// connect and one 1-byte round trip with a server thread or task) and
+/// `per_round` session connects (TCP connect and the session's first
+/// handshake through the adapter's own `FtStream::connect` /
+/// `FtListener::bind`, on loopback, default `Config`), in an order rotating
+/// from round to round; each round's figure the median of its operations.
+/// The graceful close after each session connect is not timed.
 pub fn connect_summary(
     runtime: Runtime,
     rounds: usize,
@@ -514,7 +516,7 @@ pub fn print_connect_summary(runtime: Runtime) -> std::io::Result<()> {
     let (rounds, per_round) = (env("FT_BENCH_ROUNDS", 20), env("FT_BENCH_CONNECTS", 50));
     println!("\n== connect summary ({}) ==", runtime.name());
     let s = connect_summary(runtime, rounds, per_round)?;
-    println!("connect  (base raw TCP connect, ft FtStream::connect): ratio ft/raw; {s}");
+    println!("{s}");
     Ok(())
 }
 
