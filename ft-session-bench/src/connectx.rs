@@ -86,6 +86,9 @@ impl std::fmt::Display for LatencySummary {
     }
 }
 
+/// Sessions the std server holds before dropping the oldest.
+const HELD: usize = 64;
+
 /// A timed operation of the comparison.
 type Op<'a> = &'a mut (dyn FnMut() -> io::Result<Duration> + 'a);
 
@@ -179,13 +182,17 @@ fn std_connects(rounds: usize, per_round: usize) -> io::Result<LatencySummary> {
     let l = FtListener::bind("127.0.0.1:0", Config::default())?;
     let ft_addr = l.local_addr()?;
     std::thread::spawn(move || {
-        while let Ok((mut s, _)) = l.accept() {
-            // Read until the client's close, then close: a session the
-            // server closes at once may finish before the client's connect
-            // returns, which then fails with `Closed`.
-            std::thread::spawn(move || {
-                let _ = io::copy(&mut s, &mut io::sink());
-            });
+        // Each session is held, unread, until long after its client closed
+        // it (the session answers the client's FIN and CLOSE by itself),
+        // then dropped: one the server closed at once could finish before
+        // the client's connect returns, which then fails with `Closed`. No
+        // thread per session: the raw servers start none either.
+        let mut held = std::collections::VecDeque::new();
+        while let Ok((s, _)) = l.accept() {
+            held.push_back(s);
+            if held.len() > HELD {
+                held.pop_front();
+            }
         }
     });
     compare(
