@@ -308,12 +308,7 @@ impl FtStream {
         options: SocketOptions,
     ) -> io::Result<FtStream> {
         config.validate()?;
-        let dial = TcpDial {
-            addr: addr.to_server_addr()?,
-            pin: options.pin_for(config.release_policy),
-            options,
-            timeout: config.handshake_timeout,
-        };
+        let dial = tcp_dial(addr.to_server_addr()?, &config, options);
         ft_session_async::connect(rt, config, dial)
             .await
             .map(FtStream)
@@ -508,6 +503,23 @@ async fn resolve(addr: &ServerAddr) -> io::Result<Vec<SocketAddr>> {
     match addr {
         ServerAddr::Addrs(a) => Ok(a.clone()),
         ServerAddr::Host { host, port } => smol::net::resolve((host.as_str(), *port)).await,
+    }
+}
+
+/// The TCP dial of [`FtStream::connect_opts_on`] as a
+/// [`Connect`](ft_session_async::Connect) of its own: for adapters built on
+/// this one (ft-session-std dials its reconnects with it).
+#[doc(hidden)]
+pub fn tcp_dial(
+    addr: ServerAddr,
+    config: &Config,
+    options: SocketOptions,
+) -> impl ft_session_async::Connect {
+    TcpDial {
+        addr,
+        pin: options.pin_for(config.release_policy),
+        options,
+        timeout: config.handshake_timeout,
     }
 }
 

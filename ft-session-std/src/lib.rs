@@ -27,9 +27,12 @@
 //! little of it. The environment variable `FT_SESSION_STD_THREADS` fixes
 //! their number instead (1 to 64). A session has no thread of its own, and
 //! neither has a connect attempt or a handshake. [`FtStream::connect`] runs
-//! the first TCP connect and handshake on the caller's thread (a loopback
-//! connect is complete when the system call returns), then hands the
-//! session to the I/O threads. The application's blocking
+//! the first TCP connect and handshake on the caller's thread with blocking
+//! calls, as rustls drives its state machine: the caller connects, the
+//! session writes its HELLO, and the caller waits for the reply in a
+//! blocking read bounded by the handshake timeout, so the reply wakes it
+//! directly; then the socket goes back to non-blocking and the session to
+//! the I/O threads (reconnects dial on the reactor). The application's blocking
 //! calls (`read`, `write`, `flush`, `shutdown`, `close`, `accept`) run on the
 //! caller's thread: they take bytes from or give bytes to the session and
 //! park the thread until the driver wakes it, honouring the read and write
@@ -155,6 +158,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod dial;
 mod listener;
 mod runtime;
 mod stream;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use ft_session_async::{Bytes, ConnectFuture, Connected};
 use ft_session_core::{Config, SessionId, SessionState, Stats, ToServerAddr};
 
+use crate::dial::TcpDial;
 use crate::runtime::{block_on, runtime, wait, Live};
 use crate::transport::{open, Opened, SocketOptions, Transport};
 
@@ -67,16 +68,26 @@ impl std::fmt::Debug for FtStream {
     }
 }
 
-/// Opens client transports with the user's blocking function, on a thread
-/// of the blocking pool (never on an I/O thread).
-struct BlockingConnect(Arc<Mutex<dyn FnMut() -> io::Result<Opened> + Send>>);
+/// Opens client transports with the user's blocking function: on the
+/// thread blocked in `connect_with` while it runs the session (the first
+/// connect: no hand-off to another thread and back), else on a thread of
+/// the blocking pool (never on an I/O thread).
+struct BlockingConnect {
+    f: Arc<Mutex<dyn FnMut() -> io::Result<Opened> + Send>>,
+    caller: std::thread::ThreadId,
+}
 
 impl ft_session_async::Connect for BlockingConnect {
     fn connect(&self) -> ConnectFuture {
-        let f = self.0.clone();
+        let (f, caller) = (self.f.clone(), self.caller);
         Box::pin(async move {
-            let opened =
-                smol::unblock(move || (f.lock().unwrap_or_else(PoisonError::into_inner))()).await?;
+            let open = move || (f.lock().unwrap_or_else(PoisonError::into_inner))();
+            // Checked where the future runs: an I/O thread must not block.
+            let opened = if std::thread::current().id() == caller {
+                open()?
+            } else {
+                smol::unblock(open).await?
+            };
             Ok(Connected {
                 transport: opened.transport,
                 info: opened.info,
@@ -113,16 +124,18 @@ impl FtStream {
         config.validate()?;
         let addr = addr.to_server_addr()?;
         let rt = runtime()?;
-        // The TCP dial of the smol adapter: non-blocking on the reactor.
-        let s = block_on(ft_session_smol::FtStream::connect_opts_on(
-            rt, addr, config, options,
-        ))?;
-        Ok(FtStream::new(s.into_inner()))
+        // The first attempt blocks this thread (no hand-off to an I/O
+        // thread and back), the reconnects are the smol adapter's dial on
+        // the reactor.
+        let dial = TcpDial::new(addr, &config, options);
+        let s = block_on(ft_session_async::connect(rt, config, dial))?;
+        Ok(FtStream::new(s))
     }
 
     /// Connects over transports made by `connector` (TCP, Unix sockets,
-    /// TLS...); it is called again for each reconnect, on a background
-    /// thread. Blocks until the first handshake completes.
+    /// TLS...): on this thread for the first connection (and its retries
+    /// until the first handshake), then again for each reconnect, on a
+    /// background thread. Blocks until the first handshake completes.
     ///
     /// A `TcpStream`, a `UnixStream` (or halves split from a `TcpStream`)
     /// is driven by the I/O threads like [`connect`](Self::connect)'s;
@@ -144,7 +157,10 @@ impl FtStream {
         config.validate()?;
         let rt = runtime()?;
         let open_one = move || connector().and_then(open);
-        let dial = BlockingConnect(Arc::new(Mutex::new(open_one)));
+        let dial = BlockingConnect {
+            f: Arc::new(Mutex::new(open_one)),
+            caller: std::thread::current().id(),
+        };
         let s = block_on(ft_session_async::connect(rt, config, dial))?;
         Ok(FtStream::new(s))
     }

@@ -5,10 +5,14 @@
 mod common;
 
 use std::io::Read;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use common::{bounded, config};
-use ft_session_std::{FtListener, FtStream};
+use ft_session_std::{FtListener, FtStream, SessionError};
 
 #[test]
 fn connect_succeeds_when_the_server_closes_at_once() {
@@ -31,5 +35,41 @@ fn connect_succeeds_when_the_server_closes_at_once() {
         );
         c.close().unwrap();
         drop(server.join().unwrap());
+    });
+}
+
+/// The first attempts wait for the server's reply in a blocking read on the
+/// caller's thread: a server that accepts and never answers still costs
+/// each attempt only the handshake timeout, the session retries, and the
+/// connect fails with `Unreachable` after `connect_timeout` (a read that
+/// waited for ever would fail the test's bound).
+#[test]
+fn connect_gives_up_on_a_server_that_never_answers() {
+    bounded(30, || {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in tcp.incoming() {
+                count.fetch_add(1, Ordering::SeqCst);
+                // Read nothing, answer nothing, close nothing.
+                held.push(s);
+            }
+        });
+        let mut cfg = config();
+        cfg.handshake_timeout = Duration::from_millis(200);
+        cfg.connect_timeout = Duration::from_millis(1500);
+        let e = FtStream::connect(addr, cfg).unwrap_err();
+        assert!(
+            matches!(SessionError::from_io(&e), Some(SessionError::Unreachable)),
+            "{e}"
+        );
+        let n = accepted.load(Ordering::SeqCst);
+        assert!(
+            n >= 2,
+            "each attempt gave up at its handshake timeout: {n} attempts"
+        );
     });
 }
