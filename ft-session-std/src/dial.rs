@@ -15,17 +15,19 @@
 //! the smol adapter's non-blocking dial on the reactor.
 
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use ft_session_async::{Connect, ConnectFuture, Connected, SocketRef};
+use ft_session_async::{Connect, ConnectFuture, Connected, ReadSpare, SocketRef, SpareTransport};
 use ft_session_core::{Config, ServerAddr, SocketOptions};
 use smol::Async;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::transport::{NativeSocket, SpareTcp};
 
 /// Dials TCP for a session of `FtStream::connect`: blocking on the thread
 /// that called it, on the reactor everywhere else.
@@ -112,13 +114,15 @@ fn blocking_dial(
                 });
                 // The session's nodelay setting is applied by the driver.
                 let io = Arc::new(Async::new(tcp)?);
-                let socket: SocketRef = Arc::new(DialSocket(io.clone()));
+                let socket: SocketRef = Arc::new(NativeSocket(io.clone()));
+                let transport = CallerBlocking {
+                    inner: SpareTcp::from_async(io.clone()),
+                    io,
+                    caller,
+                    deadline: Some(deadline),
+                };
                 return Ok(Connected {
-                    transport: Box::new(CallerBlocking {
-                        io,
-                        caller,
-                        deadline: Some(deadline),
-                    }),
+                    transport: Box::new(SpareTransport::new(transport)),
                     info,
                     socket: Some(socket),
                 });
@@ -145,8 +149,12 @@ fn connect_one(addr: SocketAddr, pin: Option<usize>, timeout: Duration) -> io::R
 /// `caller`'s thread, blocks that thread until bytes arrive (the server's
 /// reply to the HELLO) or `deadline` passes; every other read waits on the
 /// reactor. Only the first: after it the session may be established and
-/// the driver reads on until nothing is left, which must not block.
+/// the driver reads on until nothing is left, which must not block. Else
+/// it is the adapter's native TCP transport ([`SpareTcp`]: the driver reads
+/// into its reused buffers).
 struct CallerBlocking {
+    inner: SpareTcp,
+    /// The same socket, for the blocking read.
     io: Arc<Async<TcpStream>>,
     caller: ThreadId,
     /// Until the first read; then `None`.
@@ -193,15 +201,6 @@ impl CallerBlocking {
     }
 }
 
-impl Drop for CallerBlocking {
-    fn drop(&mut self) {
-        // As the adapter's other sockets: a clone of the socket handle must
-        // not keep a dropped transport open. Already shut or reset: nothing
-        // to do.
-        let _ = self.io.get_ref().shutdown(Shutdown::Both);
-    }
-}
-
 impl futures_io::AsyncRead for CallerBlocking {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -212,50 +211,45 @@ impl futures_io::AsyncRead for CallerBlocking {
         if let Some(r) = this.blocking_read(buf) {
             return Poll::Ready(r);
         }
-        Pin::new(&mut &*this.io).poll_read(cx, buf)
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl ReadSpare for CallerBlocking {
+    fn poll_read_spare(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Poll<io::Result<usize>> {
+        // The driver's first read is a plain small one; a big read here
+        // means the handshake is long over.
+        self.deadline = None;
+        Pin::new(&mut self.inner).poll_read_spare(cx, buf)
     }
 }
 
 impl futures_io::AsyncWrite for CallerBlocking {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.io).poll_write(cx, buf)
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.io).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // The kernel owns what was written.
-        Poll::Ready(Ok(()))
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.io.get_ref().shutdown(Shutdown::Write))
-    }
-}
-
-/// The socket handle of a [`CallerBlocking`] transport.
-struct DialSocket(Arc<Async<TcpStream>>);
-
-impl ft_session_async::SocketControl for DialSocket {
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.get_ref().local_addr()
-    }
-
-    fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.0.get_ref().peer_addr()
-    }
-
-    fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.0.get_ref().set_nodelay(nodelay)
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
     }
 }

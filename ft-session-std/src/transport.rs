@@ -397,7 +397,7 @@ const SPARE_READ_MAX: usize = 256 * 1024;
 /// the driver zeroes a fresh 64 KiB allocation for every read, and the
 /// allocator's churn (freed by the reader's thread, trimmed, faulted in
 /// again page by page) cost the bulk path more than the zeroing itself.
-struct SpareTcp {
+pub(crate) struct SpareTcp {
     io: Native<TcpStream>,
     /// The last read filled its buffer: more is probably waiting.
     more: bool,
@@ -406,6 +406,11 @@ struct SpareTcp {
 impl SpareTcp {
     fn new(io: Native<TcpStream>) -> SpareTcp {
         SpareTcp { io, more: false }
+    }
+
+    /// A registered socket (shut down when dropped, as every native one).
+    pub(crate) fn from_async(io: Arc<Async<TcpStream>>) -> SpareTcp {
+        SpareTcp::new(Native(io))
     }
 
     /// One non-blocking read appended to `buf` (`WouldBlock` if nothing).
@@ -490,7 +495,7 @@ impl ft_session_async::ReadSpare for SpareTcp {
 }
 
 /// A reactor TCP socket's addresses and `TCP_NODELAY`.
-struct NativeSocket(Arc<Async<TcpStream>>);
+pub(crate) struct NativeSocket(pub(crate) Arc<Async<TcpStream>>);
 
 impl ft_session_async::SocketControl for NativeSocket {
     fn local_addr(&self) -> io::Result<SocketAddr> {
