@@ -1,5 +1,6 @@
-//! The methods every adapter's `FtStream` forwards to this crate's
-//! [`FtStream`](crate::FtStream), written once with their docs so that the
+//! The methods every async adapter's `FtStream` and `FtListener` forward to
+//! this crate's [`FtStream`](crate::FtStream) and
+//! [`Listener`](crate::Listener), written once with their docs so that the
 //! adapters keep one vocabulary (same names, signatures and documentation).
 
 /// Expands, inside `impl FtStream { .. }` of an adapter whose `FtStream` is
@@ -97,6 +98,82 @@ macro_rules! forward_stream_methods {
         /// [`FtStream::read_chunk`](Self::read_chunk) as a poll function.
         pub fn poll_read_chunk(&self, cx: &mut ::std::task::Context<'_>) -> ::std::task::Poll<::std::io::Result<$crate::Bytes>> {
             self.0.poll_read_chunk(cx)
+        }
+    };
+}
+
+/// Expands, inside `impl FtListener { .. }` of an adapter whose
+/// `FtListener` has the fields `inner: ft_session_async::Listener<R>` and
+/// `local_addr: Option<SocketAddr>` and whose `FtStream` is
+/// `FtStream(ft_session_async::FtStream)`, to the methods that only forward
+/// to the runtime-neutral listener: `accept`, `poll_accept`, `local_addr`,
+/// `stats`, `config`, `stop_accepting`, `drain`, `drain_timeout`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! forward_listener_methods {
+    () => {
+        /// The next new session and its peer's address (if the transport has one).
+        pub async fn accept(
+            &self,
+        ) -> ::std::io::Result<(FtStream, Option<::std::net::SocketAddr>)> {
+            self.inner.accept().await.map(|(s, p)| (FtStream(s), p))
+        }
+
+        /// Polls for the next new session.
+        pub fn poll_accept(
+            &self,
+            cx: &mut ::std::task::Context<'_>,
+        ) -> ::std::task::Poll<::std::io::Result<(FtStream, Option<::std::net::SocketAddr>)>> {
+            self.inner
+                .poll_accept(cx)
+                .map(|r| r.map(|(s, p)| (FtStream(s), p)))
+        }
+
+        /// The bound TCP address; `Unsupported` for a listener made by
+        /// [`FtListener::from_incoming`](Self::from_incoming), whose transports have no address of its own.
+        pub fn local_addr(&self) -> ::std::io::Result<::std::net::SocketAddr> {
+            self.local_addr.ok_or_else(|| {
+                ::std::io::Error::new(
+                    ::std::io::ErrorKind::Unsupported,
+                    "listener has no socket address",
+                )
+            })
+        }
+
+        /// The endpoint's counts (attached, parked, expired, pending and refused
+        /// handshakes...) and the sessions whose driver still runs.
+        pub fn stats(&self) -> $crate::ListenerStats {
+            self.inner.stats()
+        }
+
+        /// The configuration given to new sessions.
+        pub fn config(&self) -> &::ft_session_core::Config {
+            self.inner.config()
+        }
+
+        /// Stops admitting new sessions: a fresh client is refused with REJECT
+        /// `BUSY` (it retries with backoff within its `connect_timeout`, perhaps
+        /// on another node), resumes are still served, so attached and parked
+        /// sessions go on until they end. [`FtListener::accept`](Self::accept) then fails with
+        /// `NotConnected`; sessions established but not yet accepted are closed
+        /// gracefully.
+        pub fn stop_accepting(&self) {
+            self.inner.stop_accepting()
+        }
+
+        /// [`FtListener::stop_accepting`](Self::stop_accepting), then waits until every session of
+        /// this listener has ended and its task finished, serving their resumes
+        /// meanwhile: call it before dropping the listener to let parked
+        /// sessions come back and finish. Not bounded (see
+        /// [`FtListener::drain_timeout`](Self::drain_timeout)); cancel-safe.
+        pub async fn drain(&self) {
+            self.inner.drain().await
+        }
+
+        /// [`FtListener::drain`](Self::drain) bounded by `timeout`: `TimedOut` if sessions
+        /// still run then (they go on; [`FtListener::stats`](Self::stats) counts them).
+        pub async fn drain_timeout(&self, timeout: ::std::time::Duration) -> ::std::io::Result<()> {
+            self.inner.drain_timeout(timeout).await
         }
     };
 }

@@ -793,64 +793,9 @@ impl FtListener {
         })
     }
 
-    /// The next new session and its peer's address (if the transport has one).
-    pub async fn accept(&self) -> io::Result<(FtStream, Option<SocketAddr>)> {
-        self.inner.accept().await.map(|(s, p)| (FtStream(s), p))
-    }
-
-    /// Polls for the next new session.
-    pub fn poll_accept(
-        &self,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(FtStream, Option<SocketAddr>)>> {
-        self.inner
-            .poll_accept(cx)
-            .map(|r| r.map(|(s, p)| (FtStream(s), p)))
-    }
-
-    /// The bound TCP address; `Unsupported` for a listener made by
-    /// [`FtListener::from_incoming`], whose transports have no address of its own.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.local_addr.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::Unsupported, "listener has no socket address")
-        })
-    }
-
-    /// The endpoint's counts (attached, parked, expired, pending and refused
-    /// handshakes...) and the sessions whose driver still runs.
-    pub fn stats(&self) -> ListenerStats {
-        self.inner.stats()
-    }
-
-    /// The configuration given to new sessions.
-    pub fn config(&self) -> &Config {
-        self.inner.config()
-    }
-
-    /// Stops admitting new sessions: a fresh client is refused with REJECT
-    /// `BUSY` (it retries with backoff within its `connect_timeout`, perhaps
-    /// on another node), resumes are still served, so attached and parked
-    /// sessions go on until they end. [`FtListener::accept`] then fails with
-    /// `NotConnected`; sessions established but not yet accepted are closed
-    /// gracefully.
-    pub fn stop_accepting(&self) {
-        self.inner.stop_accepting()
-    }
-
-    /// [`FtListener::stop_accepting`], then waits until every session of
-    /// this listener has ended and its task finished, serving their resumes
-    /// meanwhile: call it before dropping the listener to let parked
-    /// sessions come back and finish. Not bounded (see
-    /// [`FtListener::drain_timeout`]); cancel-safe.
-    pub async fn drain(&self) {
-        self.inner.drain().await
-    }
-
-    /// [`FtListener::drain`] bounded by `timeout`: `TimedOut` if sessions
-    /// still run then (they go on; [`FtListener::stats`] counts them).
-    pub async fn drain_timeout(&self, timeout: Duration) -> io::Result<()> {
-        self.inner.drain_timeout(timeout).await
-    }
+    // accept, poll_accept, local_addr, stats, config, stop_accepting,
+    // drain, drain_timeout: the same in every async adapter.
+    ft_session_async::forward_listener_methods!();
 }
 
 // The README is the crates.io page: its code runs as a doctest, so it cannot
