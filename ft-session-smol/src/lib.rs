@@ -401,17 +401,52 @@ futures_io_impls!(FtStream, &FtStream);
 /// A TCP stream as a session's transport, for a
 /// [`Connect`](ft_session_async::Connect) or [`Accept`] of your own:
 /// wrapped in a [`SpareTransport`], the
-/// driver reads it
-/// without zeroing its buffer first; a clone is its socket handle
-/// ([`SocketControl`]), the same socket.
+/// driver reads it into its reused buffers (see [`read_spare_flowing`]);
+/// a clone is its socket handle ([`SocketControl`]), the same socket.
 #[derive(Debug, Clone)]
-pub struct TcpTransport(Arc<Async<TcpStream>>);
+pub struct TcpTransport(Arc<Async<TcpStream>>, bool);
 
 impl TcpTransport {
     /// Wraps a registered TCP stream.
     pub fn new(stream: Async<TcpStream>) -> TcpTransport {
-        TcpTransport(Arc::new(stream))
+        TcpTransport(Arc::new(stream), false)
     }
+}
+
+/// Most bytes one read of [`read_spare_flowing`] initializes and reads
+/// into while data flows (the driver's read buffers are 64 KiB).
+const FLOWING_READ_MAX: usize = 256 * 1024;
+
+/// Reads what a non-blocking `reader` (a `&TcpStream` under a reactor) has
+/// into the spare capacity of `buf`, for [`ReadSpare`](ft_session_async::ReadSpare)
+/// implementations: `Ok(n)` appended `n` bytes (`Ok(0)`: end of stream),
+/// `WouldBlock` if there was nothing. `flowing` is the transport's own
+/// state between calls, `false` at first and after a `WouldBlock`.
+///
+/// [`ft_session_async::read_spare`] (`read_to_end`) reads into the spare
+/// capacity without initializing it, but reads 8 KiB first and doubles:
+/// four `recv` calls for 64 KiB. So after a read that filled its buffer
+/// (data flows) this one initializes the room (the driver's buffer is a
+/// reused, cache-warm one) and reads it with one `recv`; otherwise, when
+/// the read may find nothing, it uses `read_spare`.
+pub fn read_spare_flowing<R: io::Read>(
+    mut reader: R,
+    buf: &mut Vec<u8>,
+    flowing: &mut bool,
+) -> io::Result<usize> {
+    let start = buf.len();
+    if buf.capacity() == start || !*flowing {
+        let r = ft_session_async::read_spare(reader, buf);
+        *flowing = r.is_ok() && buf.len() == buf.capacity();
+        return r;
+    }
+    let end = buf.capacity().min(start + FLOWING_READ_MAX);
+    buf.resize(end, 0);
+    let r = reader.read(&mut buf[start..]);
+    let n = *r.as_ref().unwrap_or(&0);
+    buf.truncate(start + n);
+    *flowing = n > 0 && start + n == end;
+    r
 }
 
 impl smol::io::AsyncRead for TcpTransport {
@@ -426,17 +461,20 @@ impl smol::io::AsyncRead for TcpTransport {
 
 impl ft_session_async::ReadSpare for TcpTransport {
     fn poll_read_spare(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut Vec<u8>,
     ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
         loop {
-            // Reads into the spare capacity without zeroing it.
-            match ft_session_async::read_spare(self.0.get_ref(), buf) {
+            // Reads into the driver's buffer, never a fresh zeroed one.
+            match read_spare_flowing(this.0.get_ref(), buf, &mut this.1) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => return Poll::Ready(r),
             }
-            match self.0.poll_readable(cx) {
+            this.1 = false;
+            match this.0.poll_readable(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
@@ -491,11 +529,14 @@ impl SocketControl for TcpTransport {
 fn tcp_parts(s: Async<TcpStream>) -> (Box<dyn Transport>, Option<SocketRef>) {
     let t = TcpTransport::new(s);
     let socket: SocketRef = Arc::new(t.clone());
-    // Read through `poll_read` (a zeroed buffer), not `SpareTransport`:
-    // std's `read_to_end`, the only safe read into spare capacity here,
-    // reads 8 KiB first and doubles, so a 64 KiB read takes up to four
-    // `recv` calls, and a loaded A/B showed the zero-copy path slower.
-    (Box::new(t), Some(socket))
+    // A `SpareTransport`: through `poll_read` the driver zeroes a fresh
+    // 64 KiB allocation per read, which the allocator churns (trimmed and
+    // faulted in again, page by page); `read_spare_flowing` keeps one
+    // `recv` per read while data flows.
+    (
+        Box::new(ft_session_async::SpareTransport::new(t)),
+        Some(socket),
+    )
 }
 
 /// Resolves `addr` now (every attempt: a name may point elsewhere by now).

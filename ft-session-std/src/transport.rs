@@ -388,12 +388,9 @@ where
     }
 }
 
-/// Most bytes one read of a [`SpareTcp`] initializes and reads into while
-/// data flows (the driver's read buffers are 64 KiB).
-const SPARE_READ_MAX: usize = 256 * 1024;
-
 /// A reactor TCP socket that the driver reads into its reused read buffers
-/// ([`ReadSpare`](ft_session_async::ReadSpare)). Through plain `poll_read`
+/// ([`ReadSpare`](ft_session_async::ReadSpare), one `recv` per read while
+/// data flows: `ft_session_smol::read_spare_flowing`). Through plain `poll_read`
 /// the driver zeroes a fresh 64 KiB allocation for every read, and the
 /// allocator's churn (freed by the reader's thread, trimmed, faulted in
 /// again page by page) cost the bulk path more than the zeroing itself.
@@ -415,24 +412,7 @@ impl SpareTcp {
 
     /// One non-blocking read appended to `buf` (`WouldBlock` if nothing).
     fn read_once(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        let start = buf.len();
-        if buf.capacity() == start || !self.more {
-            // Maybe nothing there: `read_to_end` reads into the spare
-            // capacity without initializing it (8 KiB first, then more).
-            let r = ft_session_async::read_spare(self.io.0.get_ref(), buf);
-            self.more = r.is_ok() && buf.len() == buf.capacity();
-            return r;
-        }
-        // Data flows: one `recv` for the whole buffer instead of the four
-        // (8, 16, 32, 8 KiB) of `read_to_end`. Safe code initializes the
-        // room first; the buffer is a reused, cache-warm one.
-        let end = buf.capacity().min(start + SPARE_READ_MAX);
-        buf.resize(end, 0);
-        let r = (&mut self.io.0.get_ref()).read(&mut buf[start..]);
-        let n = *r.as_ref().unwrap_or(&0);
-        buf.truncate(start + n);
-        self.more = n > 0 && start + n == end;
-        r
+        ft_session_smol::read_spare_flowing(self.io.0.get_ref(), buf, &mut self.more)
     }
 }
 
