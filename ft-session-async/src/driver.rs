@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -314,12 +315,14 @@ impl<R: Runtime> Driver<R> {
                     self.transport = Some((id, c.transport));
                     self.needs_flush = false;
                     sh.set_socket(c.socket, None);
-                    let info = c.info.with_writer_hold(sh.session.config());
+                    // No writer hold: under the batched contract the core
+                    // counts only bytes the transport accepted, so the
+                    // frames in this driver's queue stay retained.
                     sh.session.handle_input(
                         now,
                         Input::TransportUp {
                             transport: id,
-                            info,
+                            info: c.info,
                         },
                     );
                 }
@@ -787,6 +790,9 @@ impl<R: Runtime> Future for Driver<R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        // Before anything the application changes is looked at, so a change
+        // whose wake was skipped is seen by this poll (`Handle::wake_driver`).
+        this.handle.notified.store(false, Ordering::SeqCst);
         {
             let mut c = lock(&this.handle.control);
             match &c.driver {

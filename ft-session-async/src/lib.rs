@@ -329,8 +329,9 @@ pub struct Connected {
     pub transport: BoxTransport,
     /// Its kernel's effective (read-back) buffer sizes, if pinned and known.
     /// Needed only by the implicit release policy, which refuses to run
-    /// without them (`SessionError::Config`). The one frame the driver may
-    /// hold outside the kernel is added by the driver, not here.
+    /// without them (`SessionError::Config`). The driver reports what the
+    /// transport accepted (the core's batched contract), so its own queue
+    /// needs no margin here.
     pub info: TransportInfo,
     /// Its socket, if it has one: `FtStream::peer_addr`, `local_addr` and
     /// `set_nodelay` act on it.

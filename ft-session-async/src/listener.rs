@@ -476,8 +476,8 @@ async fn handshake<R: Runtime>(rt: R, shared: Arc<ListenerShared>, accepted: Acc
         s.next_transport += 1;
         let t = s.next_transport;
         s.pending.insert(t, Pending::default());
-        // The driver that will write to this transport may hold one frame.
-        let info = info.with_writer_hold(&shared.config);
+        // No writer hold: the session's driver reports what the transport
+        // accepted (batched contract), so its queued frames stay retained.
         let opened = EndpointInput::TransportOpened { transport: t, info };
         s.ep.handle_input(rt.now(), opened);
         s.dispatch();

@@ -6,6 +6,7 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -98,6 +99,11 @@ pub(crate) struct Control {
 pub(crate) struct Handle {
     pub shared: Mutex<Shared>,
     pub control: Mutex<Control>,
+    /// The application woke the driver, which has not started its next
+    /// poll yet: waking it again would change nothing (see
+    /// [`Handle::wake_driver`]). The driver clears it first thing in every
+    /// poll, before it looks at anything the application changes.
+    pub notified: AtomicBool,
 }
 
 impl Handle {
@@ -125,11 +131,22 @@ impl Handle {
                 shutdown_timed_out: false,
             }),
             control: Mutex::new(Control::default()),
+            notified: AtomicBool::new(false),
         })
     }
 
-    /// Wakes the driver: the application queued work or made room.
+    /// Wakes the driver: the application queued work or made room. Called
+    /// after the change, with `shared` unlocked.
+    ///
+    /// A driver woken before and not polled since is not woken again (most
+    /// writes of a busy stream find it so): it clears `notified` before its
+    /// poll looks at the session, so if this call still sees it set, that
+    /// poll comes after the change and sees it. A running driver (flag
+    /// clear) is woken: it may have looked already.
     pub fn wake_driver(&self) {
+        if self.notified.swap(true, Ordering::SeqCst) {
+            return;
+        }
         if let Some(w) = lock(&self.control).driver.as_ref() {
             w.wake_by_ref();
         }
