@@ -599,7 +599,115 @@ impl SocketControl for TcpTransport {
 fn tcp_parts(s: TcpStream) -> (Box<dyn ft_session_async::Transport>, Option<SocketRef>) {
     let t = TcpTransport(Arc::new(s));
     let socket: SocketRef = Arc::new(t.clone());
-    (Box::new(SpareTransport::new(t)), Some(socket))
+    let fresh = Fresh {
+        t,
+        read: true,
+        write: true,
+    };
+    (Box::new(SpareTransport::new(fresh)), Some(socket))
+}
+
+/// A new socket whose first read and first write are tried at once.
+/// Tokio knows nothing of a socket's readiness until its I/O driver has
+/// turned once since the registration, and waits for that before any
+/// system call: for a connect, a hand-off to the thread polling the driver
+/// and back before the HELLO goes out, and another before the server reads
+/// a HELLO already in its socket. Each direction's first call goes to the
+/// socket directly (non-blocking); only a `WouldBlock` waits for
+/// readiness, and from then on every call goes through Tokio's.
+struct Fresh {
+    t: TcpTransport,
+    /// The next read is the first.
+    read: bool,
+    /// The next write is the first.
+    write: bool,
+}
+
+impl Fresh {
+    /// `op` on the socket itself if `first` (cleared), `None` if it would
+    /// block or was not tried.
+    fn direct<R>(
+        first: &mut bool,
+        t: &TcpTransport,
+        op: impl FnOnce(&socket2::Socket) -> io::Result<R>,
+    ) -> Option<io::Result<R>> {
+        if !std::mem::take(first) {
+            return None;
+        }
+        match op(&socket2::SockRef::from(&*t.0)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            r => Some(r),
+        }
+    }
+}
+
+impl futures_io::AsyncRead for Fresh {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(r) = Fresh::direct(&mut this.read, &this.t, |mut s| io::Read::read(&mut s, buf))
+        {
+            return Poll::Ready(r);
+        }
+        Pin::new(&mut this.t).poll_read(cx, buf)
+    }
+}
+
+impl ft_session_async::ReadSpare for Fresh {
+    fn poll_read_spare(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(r) = Fresh::direct(&mut this.read, &this.t, |s| {
+            ft_session_async::read_spare(s, buf)
+        }) {
+            return Poll::Ready(r);
+        }
+        Pin::new(&mut this.t).poll_read_spare(cx, buf)
+    }
+}
+
+impl futures_io::AsyncWrite for Fresh {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(r) = Fresh::direct(&mut this.write, &this.t, |mut s| {
+            io::Write::write(&mut s, buf)
+        }) {
+            return Poll::Ready(r);
+        }
+        Pin::new(&mut this.t).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(r) = Fresh::direct(&mut this.write, &this.t, |mut s| {
+            io::Write::write_vectored(&mut s, bufs)
+        }) {
+            return Poll::Ready(r);
+        }
+        Pin::new(&mut this.t).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.t).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.t).poll_close(cx)
+    }
 }
 
 /// Resolves `addr` now (every attempt: a name may point elsewhere by now).
