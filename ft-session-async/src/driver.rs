@@ -44,6 +44,10 @@ const READ_COPY: usize = READ_BUF / 4;
 const READ_POOL_MAX: usize = 256;
 /// After this long without a big read the read buffers are let go.
 const READ_IDLE: Duration = Duration::from_secs(1);
+/// Big reads after which a flow counts as bulk: a small read that pauses it
+/// no longer lets the buffers go (its next burst would fault fresh memory
+/// in again, page by page); [`READ_IDLE`] does.
+const BULK_READS: u32 = 16;
 /// Bytes of Transmits polled ahead of the transport: a vectored write then
 /// moves hundreds of KiB.
 const BATCH: usize = 512 * 1024;
@@ -586,9 +590,10 @@ impl<R: Runtime> Driver<R> {
 /// makes the allocator hand memory back to the kernel and fault it in again,
 /// page by page). A [`SpareTransport`] reads into them uninitialized; a
 /// plain futures-io transport needs them zeroed first. When a small read
-/// ends the flow, or nothing was read for [`READ_IDLE`], the allocations are
-/// let go and reads go to the stack first: an idle session holds no read
-/// buffer.
+/// ends a short flow (fewer than [`BULK_READS`] big reads), or nothing was
+/// read for [`READ_IDLE`], the allocations are let go and reads go to the
+/// stack first: an idle session holds no read buffer (a bulk flow's pauses
+/// keep them).
 struct ReadBuf {
     /// The allocation of [`SpareTransport`] reads.
     big: Big,
@@ -599,6 +604,9 @@ struct ReadBuf {
     last_big: Option<Instant>,
     /// That read was at most [`READ_COPY`] bytes.
     small: bool,
+    /// Reads of more than [`READ_COPY`] bytes since the buffers were last
+    /// let go.
+    big_reads: u32,
     /// How many lent allocations are kept for reuse.
     pool: usize,
 }
@@ -620,6 +628,7 @@ impl ReadBuf {
             zeroed: BytesMut::new(),
             last_big: None,
             small: false,
+            big_reads: 0,
             pool,
         }
     }
@@ -664,9 +673,12 @@ impl ReadBuf {
             Poll::Ready(Ok(data)) => {
                 self.last_big = Some(now);
                 self.small = data.len() <= READ_COPY;
+                if !self.small {
+                    self.big_reads = self.big_reads.saturating_add(1);
+                }
             }
-            // The flow was a small piece and is over: back to stack reads.
-            Poll::Pending if self.small => self.release(),
+            // A short flow ended with a small piece: back to stack reads.
+            Poll::Pending if self.small && self.big_reads < BULK_READS => self.release(),
             _ => {}
         }
         r
