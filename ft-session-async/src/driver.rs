@@ -690,7 +690,10 @@ impl ReadBuf {
         let mut v = match self.big.own.take() {
             Some(v) => v,
             None => {
-                let free = self.big.lent.iter().position(Bytes::is_unique);
+                // The newest one whose chunks were all read: the most
+                // recently touched memory, likely still in cache (the oldest
+                // first would cycle through the whole pool, cold).
+                let free = self.big.lent.iter().rposition(Bytes::is_unique);
                 match free.and_then(|i| self.big.lent.remove(i)) {
                     Some(b) => match b.try_into_mut() {
                         Ok(mut m) => {
