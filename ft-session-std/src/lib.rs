@@ -105,10 +105,10 @@
 //!   [`DEFAULT_IMPLICIT_SOCKET_BUFFER`], 256 KiB requested). Linux doubles
 //!   the request; the effective size read back on each socket is what the
 //!   core uses and announces to the peer.
-//! * The session's driver holds at most one frame the kernel has not taken
-//!   (a blocking transport's writer thread reports a write done only once
-//!   it is in the kernel), and that frame is added to the reported send
-//!   buffer.
+//! * The session's driver (the shared one of `ft-session-async`) counts a
+//!   byte as handed to the transport only once a write reported it taken by
+//!   the kernel, so the frames it has queued stay retained and the reported
+//!   send buffer is the kernel's alone.
 //! * A proxy or relay on the path holds bytes neither kernel sees: declare
 //!   them with [`SocketOptions::middlebox_in_flight`] on both sides.
 //! * [`FtStream::connect_with`] and [`FtListener::from_incoming`] cannot
