@@ -18,9 +18,11 @@
 //!
 //! Before it, the connect summary every adapter's bench prints
 //! (`ft_session_bench::print_connect_summary`): `FT_BENCH_ROUNDS` rounds
-//! alternating `FT_BENCH_CONNECTS` (default 50) raw TCP connects and as many
-//! `FtStream::connect`s, "ratio ft/raw" = median session connect / median
-//! TCP connect. `FT_BENCH_SUMMARY=bulk` or `connect` prints only one.
+//! rotating `FT_BENCH_CONNECTS` (default 50) raw TCP connects, as many floor
+//! operations (a TCP connect plus one 1-byte round trip with a server task)
+//! and as many `FtStream::connect`s; "ratio ft/raw" = median session connect
+//! / median TCP connect, "ratio ft/floor" = median session connect / median
+//! floor. `FT_BENCH_SUMMARY=bulk` or `connect` prints only one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ft_session_bench::{bulk_summary, congestion_from_env, Runtime};
