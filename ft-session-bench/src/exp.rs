@@ -309,12 +309,27 @@ impl<N: Net> BulkPair<N> {
     }
 }
 
+/// Environment variable that overrides the requested size E1 pins under the
+/// implicit policy (bytes; default: the adapters' own,
+/// `DEFAULT_IMPLICIT_SOCKET_BUFFER`), to see how the pinned size weighs on
+/// Implicit against Ack.
+pub const PIN_ENV: &str = "FT_BENCH_PIN";
+
 /// E1's socket options under `policy`: implicit pins both sides' buffers to
-/// the size the adapters pin (raw TCP too, so the baseline is comparable).
+/// the size the adapters pin (raw TCP too, so the baseline is comparable),
+/// or to [`PIN_ENV`]'s size.
 fn bulk_opts(cc: &Option<String>, policy: ReleasePolicy) -> SockOpts {
+    let asked = std::env::var(PIN_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0);
+    let options = match (policy, asked) {
+        (ReleasePolicy::Implicit, Some(n)) => SocketOptions::new().buffer_size(n),
+        _ => SocketOptions::default(),
+    };
     SockOpts {
         cc: cc.clone(),
-        pin: SocketOptions::default().pin_for(policy),
+        pin: options.pin_for(policy),
     }
 }
 
