@@ -44,6 +44,10 @@ async fn wait_for(counter: &AtomicU64, at_least: u64) {
 }
 
 fn run_sim() -> turmoil::Result {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_secs(120))
         .build();
@@ -64,6 +68,12 @@ fn run_sim() -> turmoil::Result {
         assert_eq!(n, LEN);
         assert_eq!(sha, pattern_sha(1, LEN), "client→server bytes exact");
         r.unsplit(w).close().await?;
+        // A server outlives its sessions' close: if the answering CLOSE is
+        // lost with the transport, the client resumes to learn the outcome
+        // (PROTOCOL.md R12), and only a live listener can answer. Returning
+        // here would take the host down and leave the client `TimedOut`.
+        std::future::pending::<()>().await;
+        drop(listener);
         Ok(())
     });
 
