@@ -28,16 +28,24 @@ fn steady_state_makes_no_allocation_per_chunk() {
         256 * 65536
     );
 
+    // The counter is process-wide: the test harness's own threads allocate
+    // now and then (2-4 times in about 1 run of 30 on a loaded machine).
+    // The core is deterministic, so an allocation of its own per chunk shows
+    // in every attempt; the harness's are rare enough never to fall in all
+    // three.
     let chunks = 4096; // 256 MiB
-    let region = Region::new(GLOBAL);
-    let n = bulk_transfer(now, &mut c, &mut s, ct, st, &chunk, chunks, &mut buf);
-    let stats = region.change();
-    assert_eq!(n, chunks as u64 * 65536);
-    let per_chunk = (stats.allocations + stats.reallocations) as f64 / chunks as f64;
-    assert_eq!(
-        stats.allocations + stats.reallocations,
-        0,
-        "steady state allocated {} times ({per_chunk:.3} per 64 KiB chunk)",
-        stats.allocations + stats.reallocations
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        let region = Region::new(GLOBAL);
+        let n = bulk_transfer(now, &mut c, &mut s, ct, st, &chunk, chunks, &mut buf);
+        let stats = region.change();
+        assert_eq!(n, chunks as u64 * 65536);
+        counts.push(stats.allocations + stats.reallocations);
+        if counts.last() == Some(&0) {
+            return;
+        }
+    }
+    panic!(
+        "steady state allocated in every attempt: {counts:?} times per {chunks} chunks of 64 KiB"
     );
 }
