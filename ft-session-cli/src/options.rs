@@ -52,6 +52,10 @@ pub struct SessionOpts {
     /// Release policy of the retained bytes.
     #[arg(long, value_enum, default_value_t = Release::Ack)]
     pub release: Release,
+    /// Server: connections waiting for their first message (TLS handshakes
+    /// included) at once; beyond it a new connection is closed unanswered.
+    #[arg(long, value_name = "N")]
+    pub max_pending_handshakes: Option<usize>,
     /// Print sessions, reconnects and retransmitted bytes every SECS seconds (stdout).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub stats: Option<Duration>,
@@ -111,6 +115,9 @@ impl SessionOpts {
         }
         if let Some(b) = self.buffer {
             c.send_buffer_capacity = usize::try_from(b).map_err(|_| "--buffer too large")?;
+        }
+        if let Some(n) = self.max_pending_handshakes {
+            c.max_pending_handshakes = n;
         }
         c.release_policy = match self.release {
             Release::Ack => ReleasePolicy::Ack,

@@ -7,6 +7,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,52 @@ const HANDSHAKE_BACKLOG: usize = 64;
 /// The std adapter's locked TLS transport reads with this timeout so its
 /// writer gets the lock in between (see `ft_session_std::Locked`).
 const STD_TLS_READ_TIMEOUT: Duration = Duration::from_millis(10);
+
+/// The TLS handshakes in progress on one server, at most
+/// [`Config::max_pending_handshakes`] at once: the cap the core puts on
+/// transports waiting for their first message, applied before TLS so that a
+/// flood of silent connections costs a bounded number of tasks (threads on
+/// std) and buffers. A connection beyond it is closed at once, unanswered,
+/// as the core closes one; its client backs off and retries.
+#[derive(Clone)]
+struct HandshakeSlots {
+    busy: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// One handshake's place among [`HandshakeSlots`], given back on drop: when
+/// the handshake failed, or its transport reached the session listener.
+struct Slot(Arc<AtomicUsize>);
+
+impl HandshakeSlots {
+    fn new(config: &Config) -> Self {
+        HandshakeSlots {
+            busy: Arc::new(AtomicUsize::new(0)),
+            max: config.max_pending_handshakes,
+        }
+    }
+
+    /// A place, or `None` (the connection is to be closed) at the cap.
+    fn take(&self, peer: SocketAddr) -> Option<Slot> {
+        let taken = self
+            .busy
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok();
+        if !taken {
+            // Debug, not warn: a flood must not become a log flood.
+            tracing::debug!(%peer, max = self.max, "TLS handshakes at max_pending_handshakes: connection closed");
+        }
+        taken.then(|| Slot(self.busy.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -117,8 +164,9 @@ fn timed_out() -> io::Error {
 
 // ---------------------------------------------------------------- Tokio
 
-/// A session listener over TLS: handshakes run concurrently, each bounded by
-/// the session's handshake timeout, and finished ones are handed over.
+/// A session listener over TLS: handshakes run concurrently, at most
+/// `max_pending_handshakes` of them, each bounded by the session's handshake
+/// timeout, and finished ones are handed over.
 pub fn tokio_listener(
     tcp: tokio::net::TcpListener,
     tls: Arc<ServerConfig>,
@@ -126,6 +174,7 @@ pub fn tokio_listener(
 ) -> io::Result<ft_session_tokio::FtListener> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let limit = config.handshake_timeout;
+    let slots = HandshakeSlots::new(&config);
     let (tx, rx) = smol::channel::bounded(HANDSHAKE_BACKLOG);
     tokio::spawn(async move {
         loop {
@@ -137,9 +186,13 @@ pub fn tokio_listener(
                     continue;
                 }
             };
+            let Some(slot) = slots.take(peer) else {
+                continue;
+            };
             let _ = socket.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
+                let _slot = slot;
                 match tokio::time::timeout(limit, acceptor.accept(socket)).await {
                     Ok(Ok(s)) => {
                         let _ = tx.send(Ok((s, Some(peer)))).await;
@@ -215,6 +268,7 @@ pub fn smol_listener(
 ) -> io::Result<ft_session_smol::FtListener> {
     let acceptor = futures_rustls::TlsAcceptor::from(tls);
     let limit = config.handshake_timeout;
+    let slots = HandshakeSlots::new(&config);
     let (tx, rx) = smol::channel::bounded(HANDSHAKE_BACKLOG);
     smol::spawn(async move {
         loop {
@@ -226,9 +280,13 @@ pub fn smol_listener(
                     continue;
                 }
             };
+            let Some(slot) = slots.take(peer) else {
+                continue;
+            };
             let _ = socket.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             smol::spawn(async move {
+                let _slot = slot;
                 let handshake = async { acceptor.accept(socket).await.map(Some) };
                 let deadline = async {
                     smol::Timer::after(limit).await;
@@ -353,13 +411,15 @@ impl StdDial {
 }
 
 /// A std session listener over TLS: one thread accepts, each handshake runs
-/// on its own thread within the handshake timeout.
+/// on its own thread within the handshake timeout, at most
+/// `max_pending_handshakes` threads at once.
 pub fn std_listener(
     tcp: std::net::TcpListener,
     tls: Arc<ServerConfig>,
     config: Config,
 ) -> Result<ft_session_std::FtListener, String> {
     let limit = config.handshake_timeout;
+    let slots = HandshakeSlots::new(&config);
     let (tx, rx) = std::sync::mpsc::sync_channel(HANDSHAKE_BACKLOG);
     std::thread::Builder::new()
         .name("ft-session-tls-accept".into())
@@ -372,10 +432,14 @@ pub fn std_listener(
                     continue;
                 }
             };
+            let Some(slot) = slots.take(peer) else {
+                continue;
+            };
             let (tls, tx) = (tls.clone(), tx.clone());
             let spawned = std::thread::Builder::new()
                 .name("ft-session-tls-handshake".into())
                 .spawn(move || {
+                    let _slot = slot;
                     let _ = sock.set_nodelay(true);
                     let made = rustls::ServerConnection::new(tls)
                         .map_err(io::Error::other)

@@ -64,6 +64,67 @@ fn tls_wrong_name_refused(rt: &str) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Silent connections fill at most `--max-pending-handshakes` TLS
+/// handshakes: one more is closed at once, unanswered, while the silent ones
+/// still wait for their handshake timeout (so the cap, not that timeout,
+/// closed it); once they go, a real client gets through with exact bytes.
+fn tls_handshakes_capped(rt: &str) {
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    let dir = std::env::temp_dir().join(format!(
+        "ft-session-cli-tls-cap-{}-{rt}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cert = dir.join("cert.pem");
+    let cert_s = cert.to_str().expect("utf-8 path").to_owned();
+    let echo = echo_service();
+    let server = tunnel_server(
+        rt,
+        echo,
+        &[
+            "--tls",
+            "--self-signed-cert",
+            &cert_s,
+            "--max-pending-handshakes",
+            "2",
+        ],
+    );
+    // Accepted in order: these two take both places.
+    let silent: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(server.addr).expect("connect"))
+        .collect();
+    let mut third = TcpStream::connect(server.addr).expect("connect");
+    third
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    match third.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the connection beyond the cap was not closed unanswered: {other:?}"),
+    }
+    for s in &silent {
+        s.set_nonblocking(true).expect("nonblocking");
+        let r = (&*s).read(&mut buf);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a silent connection within the cap was closed or answered: {r:?}"
+        );
+    }
+    drop(silent);
+    let client = tunnel_client(
+        rt,
+        server.addr,
+        &["--tls", "--ca", &cert_s, "--server-name", "localhost"],
+    );
+    let e = echo_transfer(client.addr, 1 << 20, 7, 0, |_| {}).expect("echo transfer");
+    assert_intact(&e, 1 << 20);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `--cert`/`--key` files (a CA-less pair made here, for `localhost`).
 #[test]
 fn tls_with_cert_and_key_files() {
@@ -115,6 +176,10 @@ macro_rules! per_runtime {
             #[test]
             fn tls_wrong_name_refused() {
                 super::tls_wrong_name_refused($rt);
+            }
+            #[test]
+            fn tls_handshakes_capped() {
+                super::tls_handshakes_capped($rt);
             }
         }
     )*};
