@@ -68,6 +68,10 @@ pub enum ReleasePolicy {
     /// b = own send buffer + peer receive buffer + margin bytes written to the
     /// transport. Only correct when both transports' buffers are pinned and
     /// their effective sizes are given (see [`crate::TransportInfo`]).
+    /// Takes effect only when the peer chose it too: with a peer under
+    /// [`ReleasePolicy::Ack`] this side releases on acknowledgments as well
+    /// ([`crate::Session::effective_release_policy`]), or its data could
+    /// stall the peer's acknowledgments behind it.
     Implicit,
 }
 

@@ -221,12 +221,15 @@ impl ConnectionSet {
     }
 
     /// What a session on a transport with `info` and a client announcing
-    /// `params` may retain under the implicit policy (0 under the
-    /// acknowledgment policy: bounded by the server's own capacity).
+    /// `params` may retain under the implicit policy (0 when it releases on
+    /// acknowledgments: under this server's acknowledgment policy, or with a
+    /// client that asks for them; bounded by the server's own capacity).
     fn implicit_share(&self, info: TransportInfo, params: crate::frame::Params) -> u64 {
         match self.cfg.release_policy {
-            ReleasePolicy::Ack => 0,
-            ReleasePolicy::Implicit => implicit_bound(&self.cfg, info, &params).unwrap_or(0),
+            ReleasePolicy::Implicit if !params.wants_acks => {
+                implicit_bound(&self.cfg, info, &params).unwrap_or(0)
+            }
+            _ => 0,
         }
     }
 

@@ -556,10 +556,31 @@ impl Session {
         self.received > 0 || self.peer_acked > 0 || self.stats.resumes > 0
     }
 
+    /// The policy this side releases under with its current peer: the
+    /// configured one, except that an implicit side whose peer releases on
+    /// acknowledgments releases on them too (PROTOCOL.md section 4, mixed
+    /// policies). Its acknowledgments travel behind its data, and the peer
+    /// reads ahead only a send buffer's worth of it; a sender not held to
+    /// that window could fill the transport with data the peer does not
+    /// read and so stall the acknowledgments the peer waits for.
+    pub fn effective_release_policy(&self) -> ReleasePolicy {
+        match self.cfg.release_policy {
+            ReleasePolicy::Implicit if !self.peer_params.wants_acks => ReleasePolicy::Implicit,
+            _ => ReleasePolicy::Ack,
+        }
+    }
+
+    /// True if the peer releases on this side's acknowledgments: it asked
+    /// for them, or it is implicit and this side is not (so it falls back
+    /// to acknowledgments; see [`Self::effective_release_policy`]).
+    fn peer_releases_on_acks(&self) -> bool {
+        self.peer_params.wants_acks || self.cfg.release_policy == ReleasePolicy::Ack
+    }
+
     /// The most bytes the stream buffer may hold under the current policy.
     pub fn retain_capacity(&self) -> u64 {
         let cap = self.cfg.send_buffer_capacity as u64;
-        match self.cfg.release_policy {
+        match self.effective_release_policy() {
             ReleasePolicy::Ack => cap,
             ReleasePolicy::Implicit => cap.saturating_add(self.implicit_bound().unwrap_or(0)),
         }
@@ -574,7 +595,7 @@ impl Session {
             return 0;
         }
         let queued_end = self.sbuf.end() + self.tail.len() as u64;
-        let used = match self.cfg.release_policy {
+        let used = match self.effective_release_policy() {
             ReleasePolicy::Ack => queued_end - self.sbuf.start(),
             ReleasePolicy::Implicit => queued_end - self.accepted.max(self.sbuf.start()),
         };
@@ -597,7 +618,8 @@ impl Session {
     /// read, so such a peer cannot send more, and its own acknowledgments,
     /// which travel behind its data, can always be read. Once the peer has
     /// sent all it may, reading brings only control frames and stays on.
-    /// From a peer under the implicit policy the queue holds
+    /// From a peer that releases implicitly (both sides chose the implicit
+    /// policy: [`Self::effective_release_policy`]) the queue holds
     /// `recv_buffer_capacity`.
     ///
     /// Always true during a handshake: the answer must be read even when the
@@ -617,8 +639,7 @@ impl Session {
     /// The peer's announced send buffer, if it releases on acknowledgments:
     /// the most it may send beyond this side's last acknowledged count.
     fn peer_window(&self) -> Option<u64> {
-        self.peer_params
-            .wants_acks
+        self.peer_releases_on_acks()
             .then_some(self.peer_params.retain_capacity)
     }
 
@@ -662,7 +683,7 @@ impl Session {
     /// Schedules an ACK if the peer releases on acknowledgments and the
     /// count it may be told moved a quarter of its buffer.
     fn maybe_ack(&mut self) {
-        if self.peer_params.wants_acks
+        if self.peer_releases_on_acks()
             && !self.pending_ack
             && self.ack_point() - self.acked_sent >= self.ack_every()
         {
@@ -1357,7 +1378,7 @@ impl Session {
     /// Only for a peer that releases on acknowledgments and has not
     /// finished its direction.
     fn trim_to_window(&mut self) {
-        if !self.peer_params.wants_acks || self.peer_fin.is_some() {
+        if !self.peer_releases_on_acks() || self.peer_fin.is_some() {
             return;
         }
         // Never below what the application already read: those bytes
@@ -1542,7 +1563,7 @@ impl Session {
                 }
                 if now >= later(self.last_tx, self.cfg.heartbeat_interval) {
                     self.pending_heartbeat = true;
-                    if self.peer_params.wants_acks && self.ack_point() > self.acked_sent {
+                    if self.peer_releases_on_acks() && self.ack_point() > self.acked_sent {
                         self.pending_ack = true;
                     }
                 }
@@ -1767,7 +1788,7 @@ impl Session {
     }
 
     fn release_implicit(&mut self) {
-        if self.cfg.release_policy != ReleasePolicy::Implicit {
+        if self.effective_release_policy() != ReleasePolicy::Implicit {
             return;
         }
         // Only bytes in the transport count: bytes an adapter polled but

@@ -1391,30 +1391,91 @@ fn r4_count_ahead_is_judged_before_data_lost() {
     );
 }
 
-/// Client with the implicit policy and tiny buffers: it keeps only the last
-/// 20 bytes handed to the transport (10 + 10 + margin 0).
-fn implicit_net(implicit_client: bool) -> Net {
+/// Both sides under the implicit policy (it applies only when both chose
+/// it) with tiny buffers: each keeps only the last 20 bytes handed to the
+/// transport (10 + 10 + margin 0).
+fn implicit_net() -> Net {
+    mixed_net(ReleasePolicy::Implicit, ReleasePolicy::Implicit)
+}
+
+/// Tiny buffers (implicit bound 20 bytes), each side with its own policy.
+fn mixed_net(client: ReleasePolicy, server: ReleasePolicy) -> Net {
     let tiny = TransportInfo {
         send_buffer: Some(10),
         recv_buffer: Some(10),
     };
-    let mut implicit = Config::default();
-    implicit.release_policy = ReleasePolicy::Implicit;
-    implicit.implicit_margin = Some(0);
-    let (c, s) = if implicit_client {
-        (implicit, Config::default())
-    } else {
-        (Config::default(), implicit)
+    let with = |policy| {
+        let mut c = Config::default();
+        c.release_policy = policy;
+        c.implicit_margin = Some(0);
+        c
     };
-    let mut n = Net::with_info(c, tiny, s, tiny);
+    let mut n = Net::with_info(with(client), tiny, with(server), tiny);
     n.pump();
     assert_eq!(n.c(0).state(), SessionState::Established);
     n
 }
 
+/// Section 4, mixed policies: an implicit side whose peer wants acks
+/// releases on them like an Ack side (nothing released while its data is
+/// cut off, however far past the implicit bound), and the Ack side sends it
+/// windowed ACKs; with both sides implicit, the same write is released
+/// down to the bound without any ACK.
+#[test]
+fn mixed_policies_release_on_acks() {
+    for (c, s) in [
+        (ReleasePolicy::Implicit, ReleasePolicy::Ack),
+        (ReleasePolicy::Ack, ReleasePolicy::Implicit),
+    ] {
+        let mut n = mixed_net(c, s);
+        assert_eq!(n.c(0).effective_release_policy(), ReleasePolicy::Ack);
+        assert_eq!(n.s(0).effective_release_policy(), ReleasePolicy::Ack);
+        n.c2s = cut;
+        n.s2c = cut;
+        n.c(0).write(&pattern(100)).unwrap();
+        n.s(0).write(&pattern(100)).unwrap();
+        n.pump();
+        assert_eq!(
+            n.c(0).retained_from(),
+            0,
+            "{c:?}/{s:?}: client released unacknowledged bytes"
+        );
+        assert_eq!(
+            n.s(0).retained_from(),
+            0,
+            "{c:?}/{s:?}: server released unacknowledged bytes"
+        );
+        n.c2s = pass;
+        n.s2c = pass;
+        let (cmark, smark) = (n.clog(0).len(), n.slog(0).len());
+        n.kill(0);
+        n.run_until(n.at(secs(2)));
+        assert_eq!(
+            n.c(0).state(),
+            SessionState::Established,
+            "{c:?}/{s:?}: resumed"
+        );
+        assert_eq!((n.c(0).received(), n.s(0).received()), (100, 100));
+        // Each side acknowledged the other, whatever it announced.
+        for log in [&n.clog(0)[cmark..], &n.slog(0)[smark..]] {
+            assert!(
+                count_frames(log, |f| matches!(f, Frame::Ack { .. })) > 0,
+                "{c:?}/{s:?}: no ACK sent"
+            );
+        }
+        assert_eq!((n.c(0).retained(), n.s(0).retained()), (0, 0));
+    }
+    let mut n = implicit_net();
+    assert_eq!(n.c(0).effective_release_policy(), ReleasePolicy::Implicit);
+    n.c2s = cut;
+    n.c(0).write(&pattern(100)).unwrap();
+    n.pump();
+    assert_eq!(n.c(0).retained_from(), 80, "implicit release kept 20 bytes");
+}
+
 #[test]
 fn r5_server_missing_bytes_the_client_released_is_data_lost() {
-    let mut n = implicit_net(true);
+    let mut n = implicit_net();
     n.c2s = cut;
     n.c(0).write(&pattern(100)).unwrap();
     n.pump();
@@ -1447,7 +1508,7 @@ fn r5_server_missing_bytes_the_client_released_is_data_lost() {
 
 #[test]
 fn r5_client_data_lost_names_the_offset_the_server_needed() {
-    let mut n = implicit_net(true);
+    let mut n = implicit_net();
     n.s(0).write(b"1234567").unwrap();
     n.pump();
     assert_eq!(n.c(0).received(), 7);
@@ -1468,7 +1529,7 @@ fn r5_client_data_lost_names_the_offset_the_server_needed() {
 
 #[test]
 fn r5_client_missing_bytes_the_server_released_is_data_lost() {
-    let mut n = implicit_net(false);
+    let mut n = implicit_net();
     n.s2c = cut;
     n.s(0).write(&pattern(100)).unwrap();
     n.pump();
@@ -1491,7 +1552,7 @@ fn r5_client_missing_bytes_the_server_released_is_data_lost() {
 
 #[test]
 fn r5_resume_ok_below_client_retained_ends_data_lost_with_abort() {
-    let mut n = implicit_net(true);
+    let mut n = implicit_net();
     n.c2s = cut;
     n.c(0).write(&pattern(100)).unwrap();
     n.pump();
@@ -1844,7 +1905,7 @@ fn r10_ack_on_heartbeat_tick_and_on_fin() {
 
 #[test]
 fn r10_a_peer_that_does_not_want_acks_gets_only_the_fin_ack() {
-    let mut n = implicit_net(true);
+    let mut n = implicit_net();
     n.c(0).write(&pattern(5000)).unwrap();
     n.run_until(n.at(secs(2)));
     assert_eq!(n.s(0).received(), 5000);

@@ -658,11 +658,18 @@ fn echo_scenario(seed: u64, policy: ReleasePolicy) -> Scenario {
 /// (7) The echo completes with exact bytes both ways: what the server read
 /// and what the client read back are both exactly what the client wrote.
 fn check_echo(seed: u64, policy: ReleasePolicy) {
-    let sc = echo_scenario(seed, policy);
+    check_echo_policies(seed, policy, policy);
+}
+
+/// (7) with each side's own policy: mixed policies release on
+/// acknowledgments (PROTOCOL.md section 4), so the echo completes too.
+fn check_echo_policies(seed: u64, client: ReleasePolicy, server: ReleasePolicy) {
+    let mut sc = echo_scenario(seed, client);
+    sc.server.release_policy = server;
     let sent = sc.client_app.data.clone();
     let desc = format!("{sc:?}").chars().take(600).collect::<String>();
     let mut pair = Pair::new(Instant::now(), sc);
-    if policy == ReleasePolicy::Implicit {
+    if (client, server) == (ReleasePolicy::Implicit, ReleasePolicy::Implicit) {
         // The implicit sender under the batched drive, whose link takes a
         // random part of its room at each write, degenerates into frames of
         // a few bytes when the link stays full, as both directions are here
@@ -699,6 +706,20 @@ proptest! {
     fn echo_larger_than_all_buffers_completes_implicit(seed in any::<u64>()) {
         check_echo(seed, ReleasePolicy::Implicit);
     }
+
+    /// (7) with one side implicit and the other not. Before the implicit
+    /// side fell back to acknowledgments, client Implicit / server Ack
+    /// stalled on every seed: the client's data filled the link ahead of
+    /// the ACKs the server's full send buffer waited for.
+    #[test]
+    fn echo_larger_than_all_buffers_completes_mixed(seed in any::<u64>(), client_implicit in any::<bool>()) {
+        let (c, s) = if client_implicit {
+            (ReleasePolicy::Implicit, ReleasePolicy::Ack)
+        } else {
+            (ReleasePolicy::Ack, ReleasePolicy::Implicit)
+        };
+        check_echo_policies(seed, c, s);
+    }
 }
 
 /// (7) a fixed seed per policy, with and without faults, so the echo runs
@@ -713,6 +734,8 @@ fn echo_larger_than_all_buffers_fixed_seeds() {
         }
         check_echo(seed, ReleasePolicy::Ack);
         check_echo(seed, ReleasePolicy::Implicit);
+        check_echo_policies(seed, ReleasePolicy::Implicit, ReleasePolicy::Ack);
+        check_echo_policies(seed, ReleasePolicy::Ack, ReleasePolicy::Implicit);
     }
     assert!(faulty > 0 && clean > 0, "both kinds of schedule ran");
 }
