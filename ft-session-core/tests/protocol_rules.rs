@@ -3286,6 +3286,45 @@ fn hole_3_implicit_retention_is_bounded_set_wide_whatever_peers_announce() {
     )));
 }
 
+/// Mixed policies (section 4): a server under Implicit serving Ack clients
+/// releases on their ACKs, so it reserves none of the implicit retention
+/// budget for them, whatever receive buffers they announce, and refuses
+/// none of them for it.
+#[test]
+fn an_implicit_server_reserves_nothing_for_ack_clients() {
+    const MIB: u64 = 1 << 20;
+    let mut implicit = Config::default();
+    implicit.release_policy = ReleasePolicy::Implicit;
+    implicit.implicit_retention_budget = 64 * MIB;
+    let client_info = TransportInfo {
+        send_buffer: Some(512 * 1024),
+        recv_buffer: Some(64 * MIB),
+    };
+    let server_info = TransportInfo {
+        send_buffer: Some(512 * 1024),
+        recv_buffer: Some(512 * 1024),
+    };
+    let mut n = Net::with_info(Config::default(), client_info, implicit, server_info);
+    for _ in 1..20 {
+        n.add_client(Config::default(), client_info);
+    }
+    n.pump();
+    assert_eq!(n.servers.len(), 20, "every Ack client was admitted");
+    assert_eq!(n.set.counts().implicit_reserved, 0);
+    let cap = Config::default().send_buffer_capacity as u64;
+    for s in n.servers.values() {
+        assert_eq!(s.s.effective_release_policy(), ReleasePolicy::Ack);
+        assert_eq!(s.s.retain_capacity(), cap);
+    }
+    assert!(!n.set_replies.iter().any(|r| matches!(
+        decode_reply(r),
+        ServerReply::Reject {
+            code: Code::Busy,
+            ..
+        }
+    )));
+}
+
 #[test]
 fn hole_4_ack_beyond_what_was_resent_after_a_resume_is_violation() {
     let mut n = up();
