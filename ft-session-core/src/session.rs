@@ -1777,7 +1777,11 @@ impl Session {
     }
 
     fn check_implicit(&self) -> Result<(), SessionError> {
-        if self.cfg.release_policy == ReleasePolicy::Implicit && self.implicit_bound().is_none() {
+        // Only where the policy is in effect: with a peer under Ack this side
+        // releases on ACKs and needs no sizes.
+        if self.effective_release_policy() == ReleasePolicy::Implicit
+            && self.implicit_bound().is_none()
+        {
             return Err(SessionError::Config(
                 "implicit release needs this transport's send buffer and the peer's receive buffer, \
                  each positive and at most implicit_max_buffer; pin the socket buffers or use \

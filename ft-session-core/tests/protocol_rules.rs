@@ -3007,16 +3007,36 @@ fn retained_never_exceeds_capacity() {
 fn implicit_without_buffer_sizes_is_config_error() {
     let mut c = Config::default();
     c.release_policy = ReleasePolicy::Implicit;
-    let mut n = Net::new(c, Config::default());
+    // With a peer under Ack the implicit policy is not in effect (section 4,
+    // mixed policies): no sizes are needed, and the session is up.
+    let mut mixed = Net::new(c.clone(), Config::default());
+    mixed.pump();
+    assert_eq!(mixed.c(0).state(), SessionState::Established);
+    assert_eq!(mixed.c(0).effective_release_policy(), ReleasePolicy::Ack);
+    // Both implicit, over transports whose sizes nobody knows: refused.
+    let mut n = Net::new(c.clone(), c.clone());
     n.pump();
     let log = n.clog(0).clone();
     assert!(matches!(outcome(&log), Some(Err(SessionError::Config(_)))));
     assert!(matches!(n.c(0).error(), Some(SessionError::Config(_))));
     assert!(!drops(&log).is_empty());
-    // The peer learns why, with a defined code (3.1: INCOMPATIBLE).
-    assert_eq!(aborts(&log), vec![Code::Incompatible]);
+    // Only the client's receive buffer unknown: the server, which needs it,
+    // refuses, and the client learns why with a defined code (3.1:
+    // INCOMPATIBLE).
+    let client_info = TransportInfo {
+        send_buffer: Some(65536),
+        recv_buffer: None,
+    };
+    let server_info = TransportInfo {
+        send_buffer: Some(65536),
+        recv_buffer: Some(65536),
+    };
+    let mut n = Net::with_info(c.clone(), client_info, c, server_info);
+    n.pump();
+    assert!(matches!(n.s(0).error(), Some(SessionError::Config(_))));
+    assert_eq!(aborts(n.slog(0)), vec![Code::Incompatible]);
     assert_eq!(
-        n.s(0).error(),
+        n.c(0).error(),
         Some(&SessionError::Aborted {
             code: Code::Incompatible,
             by_peer: true
