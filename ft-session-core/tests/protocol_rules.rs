@@ -3099,47 +3099,59 @@ fn session_error_io_kinds() {
 /// reads the server's answer on a new transport, so the resume completes.
 #[test]
 fn full_receive_queue_does_not_block_the_resume_handshake() {
-    let now = Instant::now();
-    let mut cfg = Config::default();
-    cfg.recv_buffer_capacity = 16;
-    // No read-ahead for the server's send buffer (R10, section 4).
-    cfg.max_peer_send_buffer = 0;
-    let (mut c, _s, ct, _st) =
-        ft_session_core::sim::established_pair(now, cfg.clone(), Config::default());
-    // Fill the client's receive queue as if the server had sent 16 bytes.
-    let head = FrameHead::data(0, 16);
-    c.handle_input(
-        now,
-        Input::Received {
-            transport: ct,
-            data: head.as_slice(),
-        },
-    );
-    c.handle_input(
-        now,
-        Input::Received {
-            transport: ct,
-            data: &[7u8; 16],
-        },
-    );
-    assert!(!c.wants_input());
-    c.handle_input(now, Input::TransportLost { transport: ct });
-    let mut next = None;
-    while let Some(o) = c.poll_output() {
-        if let Output::Connect { transport } = o {
-            next = Some(transport);
+    // Under Ack the resume first gives back what it may not acknowledge
+    // (R15), which empties this queue; from an implicit peer nothing is
+    // given back, and only the handshake rule keeps the input open.
+    for policy in [ReleasePolicy::Ack, ReleasePolicy::Implicit] {
+        let now = Instant::now();
+        let mut cfg = Config::default();
+        cfg.release_policy = policy;
+        cfg.recv_buffer_capacity = 16;
+        // No read-ahead for the server's send buffer (R10, section 4).
+        cfg.max_peer_send_buffer = 0;
+        let mut server = Config::default();
+        server.release_policy = policy;
+        let (mut c, _s, ct, _st) = ft_session_core::sim::established_pair(now, cfg, server);
+        // Fill the client's receive queue as if the server had sent 16 bytes.
+        let head = FrameHead::data(0, 16);
+        c.handle_input(
+            now,
+            Input::Received {
+                transport: ct,
+                data: head.as_slice(),
+            },
+        );
+        c.handle_input(
+            now,
+            Input::Received {
+                transport: ct,
+                data: &[7u8; 16],
+            },
+        );
+        assert!(!c.wants_input(), "{policy:?}");
+        c.handle_input(now, Input::TransportLost { transport: ct });
+        let mut next = None;
+        while let Some(o) = c.poll_output() {
+            if let Output::Connect { transport } = o {
+                next = Some(transport);
+            }
         }
+        let t = next.unwrap();
+        let info = TransportInfo {
+            send_buffer: Some(65536),
+            recv_buffer: Some(65536),
+        };
+        c.handle_input(now, Input::TransportUp { transport: t, info });
+        assert_eq!(c.state(), SessionState::Handshaking);
+        assert_eq!(
+            c.readable(),
+            if policy == ReleasePolicy::Ack { 0 } else { 16 }
+        );
+        assert!(
+            c.wants_input(),
+            "{policy:?}: the handshake answer must be read"
+        );
     }
-    let t = next.unwrap();
-    c.handle_input(
-        now,
-        Input::TransportUp {
-            transport: t,
-            info: TransportInfo::default(),
-        },
-    );
-    assert_eq!(c.state(), SessionState::Handshaking);
-    assert!(c.wants_input(), "the handshake answer must be read");
 }
 
 // ---------------------------------------------------------------------------
