@@ -169,6 +169,26 @@ fn implicit_bound_counts_only_reported_bytes() {
     assert_eq!(Sha256::digest(&got[..n]), Sha256::digest(&sent));
 }
 
+/// `unwritten` counts for the current transport only: once it is lost,
+/// what it never took is not owed to any transport (it is retransmitted
+/// after the resume if the peer misses it), so the count is 0
+/// (mutant: `&&` -> `||` in `unwritten`).
+#[test]
+fn unwritten_is_zero_once_its_transport_is_lost() {
+    let now = Instant::now();
+    let cfg = implicit();
+    let (mut c, _srv, ct, _st) = established_pair(now, cfg.clone(), cfg);
+    c.set_reports_written(true);
+    assert_eq!(fill(&mut c, &data(10_000)), 10_000);
+    let mut q = TransmitQueue::new();
+    poll_all(&mut c, &mut q);
+    assert_eq!(c.unwritten(), q.len() as u64);
+    assert!(c.unwritten() > 10_000);
+    c.handle_input(now, Input::TransportLost { transport: ct });
+    assert_ne!(c.transport(), Some(ct), "the lost transport is not current");
+    assert_eq!(c.unwritten(), 0);
+}
+
 #[test]
 fn default_contract_counts_polled_bytes() {
     let now = Instant::now();
