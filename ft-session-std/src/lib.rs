@@ -115,6 +115,9 @@
 //!   inspect their transports (TLS, Unix sockets, anything of the user's):
 //!   give the sizes in [`TransportHalves::info`], or the session is refused
 //!   with `InvalidInput` ([`SessionError::Config`]).
+//! * The policy is in effect only when both sides chose it: facing a peer
+//!   under [`ReleasePolicy::Ack`], an implicit side releases on
+//!   acknowledgments too and needs no sizes (`docs/PROTOCOL.md` section 4).
 //!
 //! On every platform this is the static bound (pinned sizes plus margin). The
 //! Linux-exact variant (`SIOCOUTQ` on the dead socket with

@@ -28,6 +28,8 @@
 //!   connect/listen and report their effective sizes ([`SocketOptions`]).
 //!   Transports from `connect_with` or `from_incoming` carry no sizes, so the
 //!   implicit policy refuses them (`InvalidInput`, `SessionError::Config`).
+//!   It is in effect only when both sides chose it: facing a peer under
+//!   `Ack`, an implicit side releases on acknowledgments and needs no sizes.
 //! - `tracing` events report connects, losses, resumes (with both counts)
 //!   and expiries.
 //!
