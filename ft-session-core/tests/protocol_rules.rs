@@ -3269,6 +3269,19 @@ fn hole_2_parked_bytes_budget_holds_while_parked_sessions_are_written() {
     assert!(got.ends_with(b"after"), "{} bytes", got.len());
 }
 
+/// True if the connection set answered any handshake with REJECT BUSY.
+fn any_busy(n: &Net) -> bool {
+    n.set_replies.iter().any(|r| {
+        matches!(
+            decode_reply(r),
+            ServerReply::Reject {
+                code: Code::Busy,
+                ..
+            }
+        )
+    })
+}
+
 #[test]
 fn hole_3_implicit_retention_is_bounded_set_wide_whatever_peers_announce() {
     const MIB: u64 = 1 << 20;
@@ -3309,13 +3322,7 @@ fn hole_3_implicit_retention_is_bounded_set_wide_whatever_peers_announce() {
     assert!(one > 64 * MIB, "each peer still gets its bound: {one}");
     // Those refused were told BUSY and keep trying (a fresh session's
     // connect_timeout then ends them).
-    assert!(n.set_replies.iter().any(|r| matches!(
-        decode_reply(r),
-        ServerReply::Reject {
-            code: Code::Busy,
-            ..
-        }
-    )));
+    assert!(any_busy(&n));
 }
 
 /// Mixed policies (section 4): a server under Implicit serving Ack clients
@@ -3348,13 +3355,7 @@ fn an_implicit_server_reserves_nothing_for_ack_clients() {
         assert_eq!(s.s.effective_release_policy(), ReleasePolicy::Ack);
         assert_eq!(s.s.retain_capacity(), cap);
     }
-    assert!(!n.set_replies.iter().any(|r| matches!(
-        decode_reply(r),
-        ServerReply::Reject {
-            code: Code::Busy,
-            ..
-        }
-    )));
+    assert!(!any_busy(&n));
 }
 
 #[test]
