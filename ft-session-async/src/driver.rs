@@ -237,7 +237,9 @@ impl<R: Runtime> Driver<R> {
         let id = sh.session.session_id();
         match e {
             Event::Established { session_id } => {
-                tracing::info!(?role, %session_id, "session established");
+                // The policy in effect: Implicit only if both sides chose it.
+                let release = sh.session.effective_release_policy();
+                tracing::info!(?role, %session_id, ?release, "session established");
                 sh.established = true;
                 wake(&mut sh.waiter);
             }
