@@ -941,3 +941,58 @@ fn backoff_jitter_differs_between_seeds() {
         .collect();
     assert_eq!(a, reference);
 }
+
+/// A `TransportUp` counts only for the transport the client asked for, and
+/// only while it is connecting: one for another transport, or a second one
+/// once the handshake started, is dropped and changes nothing (mutant:
+/// `||` -> `&&` in `on_transport_up`).
+#[test]
+fn transport_up_counts_only_for_the_connect_in_progress() {
+    let now = Instant::now();
+    let mut c = Session::client(config(), now, 11);
+    let mut connect = None;
+    while let Some(o) = c.poll_output() {
+        if let Output::Connect { transport } = o {
+            connect = Some(transport);
+        }
+    }
+    let t = connect.unwrap();
+    let drops = |c: &mut Session| {
+        let mut dropped = Vec::new();
+        let mut hellos = 0;
+        while let Some(o) = c.poll_output() {
+            match o {
+                Output::DropTransport { transport } => dropped.push(transport),
+                Output::Transmit(_) => hellos += 1,
+                _ => {}
+            }
+        }
+        (dropped, hellos)
+    };
+    // Another transport while connecting.
+    c.handle_input(
+        now,
+        Input::TransportUp {
+            transport: t + 1,
+            info: CLIENT_INFO,
+        },
+    );
+    assert_eq!(c.state(), SessionState::Connecting);
+    assert_eq!(drops(&mut c), (vec![t + 1], 0));
+    // The right one: the handshake starts with one HELLO.
+    let up = Input::TransportUp {
+        transport: t,
+        info: CLIENT_INFO,
+    };
+    c.handle_input(now, up);
+    assert_eq!(c.state(), SessionState::Handshaking);
+    assert_eq!(drops(&mut c), (vec![], 1));
+    // The same again once handshaking: no second HELLO.
+    let again = Input::TransportUp {
+        transport: t,
+        info: CLIENT_INFO,
+    };
+    c.handle_input(now, again);
+    assert_eq!(c.state(), SessionState::Handshaking);
+    assert_eq!(drops(&mut c).1, 0, "a second HELLO");
+}
