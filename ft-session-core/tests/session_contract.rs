@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ft_session_core::{
     Admission, ClientHello, Code, Config, ConnectionSet, Event, FrameHead, HandshakeReader,
-    HandshakeStep, Input, Output, Params, ReleasePolicy, Session, SessionError, SessionId,
-    SessionState, SetEvent, Transmit, TransportId, TransportInfo, WriteError,
+    HandshakeStep, Input, Output, Params, ReadError, ReleasePolicy, Session, SessionError,
+    SessionId, SessionState, SetEvent, Transmit, TransportId, TransportInfo, WriteError,
 };
 use sha2::{Digest, Sha256};
 
@@ -995,4 +995,23 @@ fn transport_up_counts_only_for_the_connect_in_progress() {
     c.handle_input(now, again);
     assert_eq!(c.state(), SessionState::Handshaking);
     assert_eq!(drops(&mut c).1, 0, "a second HELLO");
+}
+
+/// `read_chunk` reports end of stream once the peer finished its direction
+/// and everything before its FIN was read, while the session itself is
+/// still up (mutant: `||` -> `&&` in `read_chunk`, which answered
+/// `Blocked` until the whole session ended).
+#[test]
+fn read_chunk_reports_end_of_stream_after_the_peer_fin() {
+    let mut p = Pair::new();
+    assert_eq!(p.server().write(b"last words").unwrap(), 10);
+    p.server().shutdown();
+    p.pump();
+    assert_eq!(p.c_got, b"last words");
+    assert_eq!(p.c.state(), SessionState::Established);
+    assert_eq!(p.c.read_chunk(), Ok(Bytes::new()));
+    // Before the FIN, an empty queue is `Blocked`, not the end.
+    let mut q = Pair::new();
+    q.pump();
+    assert_eq!(q.c.read_chunk(), Err(ReadError::Blocked));
 }
