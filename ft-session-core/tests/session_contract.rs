@@ -1015,3 +1015,23 @@ fn read_chunk_reports_end_of_stream_after_the_peer_fin() {
     q.pump();
     assert_eq!(q.c.read_chunk(), Err(ReadError::Blocked));
 }
+
+/// Under the implicit policy a refused writer is told once the transport
+/// took its bytes, even while nothing can be released yet (everything
+/// handed over is still within the bound): room comes from the transport,
+/// not from a release (mutant: `>` -> `==` in `release_implicit`).
+#[test]
+fn implicit_writer_is_told_when_the_transport_takes_its_bytes() {
+    let mut cfg = config();
+    cfg.release_policy = ReleasePolicy::Implicit;
+    let mut p = Pair::with_config(cfg);
+    let big = pattern(13, 64 * 1024);
+    let n = p.c.write(&big).unwrap();
+    assert!(n < big.len());
+    assert!(matches!(p.c.write(&big[n..]), Err(WriteError::Blocked)));
+    assert_eq!(p.c_writable, 0);
+    p.pump();
+    assert_eq!(p.c.retained_from(), 0, "nothing released: within the bound");
+    assert_eq!(p.c_writable, 1, "told once");
+    assert_eq!(digest(&p.s_got), digest(&big[..n]));
+}
