@@ -3556,6 +3556,52 @@ fn set_counts_parked_bytes_and_unproven_while_parked_and_clears_them_on_resume()
     assert_eq!(read_all(n.c(1)), pattern(300));
 }
 
+/// A verified resume proves the client by itself, with no byte sent or
+/// acknowledged either way: parked again, the session no longer counts as
+/// unproven. (The set records the verified resume itself, so the resume
+/// count in `Session::is_proven` is a second guard: its mutant survives.)
+#[test]
+fn a_verified_resume_alone_proves_a_session() {
+    let mut n = up();
+    n.accept = false;
+    n.kill(0);
+    assert_eq!(n.s(0).state(), SessionState::Parked);
+    assert_eq!(n.set.counts().parked_unproven, 1, "only a HELLO so far");
+    n.accept = true;
+    n.run_until(n.at(secs(3)));
+    assert_eq!(n.c(0).state(), SessionState::Established);
+    assert_eq!((n.c(0).received(), n.s(0).received()), (0, 0));
+    n.accept = false;
+    n.kill(0);
+    assert_eq!(n.s(0).state(), SessionState::Parked);
+    assert_eq!(n.set.counts().parked_unproven, 0, "the resume proved it");
+}
+
+/// A resume that finds the peer holding everything sent retransmits
+/// nothing and says so: no `Retransmit` event, no retransmitted bytes
+/// (mutant: `<` -> `<=` in `resume_from`, an empty retransmit).
+#[test]
+fn a_resume_with_nothing_missing_retransmits_nothing() {
+    let mut n = up();
+    n.c(0).write(&pattern(100)).unwrap();
+    n.s(0).write(&pattern(50)).unwrap();
+    n.pump();
+    assert_eq!((n.s(0).received(), n.c(0).received()), (100, 50));
+    let (cmark, smark) = (n.clog(0).len(), n.slog(0).len());
+    n.kill(0);
+    n.run_until(n.at(secs(3)));
+    assert_eq!(n.c(0).state(), SessionState::Established);
+    for log in [&n.clog(0)[cmark..], &n.slog(0)[smark..]] {
+        let ev = events(log);
+        assert!(ev.iter().any(|e| matches!(e, Event::Resumed { .. })));
+        assert!(
+            !ev.iter().any(|e| matches!(e, Event::Retransmit { .. })),
+            "{ev:?}"
+        );
+    }
+    assert_eq!(n.c(0).stats().retransmitted_bytes, 0);
+}
+
 #[test]
 fn tombstones_of_sessions_that_proved_nothing_have_their_own_quota() {
     let mut s = Config::default();

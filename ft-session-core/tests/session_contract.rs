@@ -1035,3 +1035,38 @@ fn implicit_writer_is_told_when_the_transport_takes_its_bytes() {
     assert_eq!(p.c_writable, 1, "told once");
     assert_eq!(digest(&p.s_got), digest(&big[..n]));
 }
+
+/// Copied writes of odd sizes, delivered and released only now and then,
+/// arrive exact. (Written for `write`'s `&&` -> `||` mutant, which would
+/// let a spare replace a tail holding bytes; this sequence does not reach
+/// a spare beside a non-empty tail, and the mutant survives it.)
+#[test]
+fn small_writes_beside_spare_allocations_keep_every_byte() {
+    // Frames (and so flushed tails) large enough for spare allocations;
+    // ACKs every quarter of 256 KiB leave bytes retained.
+    let mut cfg = config();
+    cfg.send_buffer_capacity = 256 * 1024;
+    cfg.max_frame_payload = 16 * 1024;
+    let mut p = Pair::with_config(cfg);
+    let mut sent = Vec::new();
+    for i in 0..400u64 {
+        // Odd sizes: the tail is rarely a whole frame.
+        let chunk = pattern(i as u8, 3000 + (i as usize * 3701) % 17_000);
+        let mut off = 0;
+        while off < chunk.len() {
+            match p.c.write(&chunk[off..]) {
+                Ok(n) => off += n,
+                Err(WriteError::Blocked) => p.pump(),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        sent.extend_from_slice(&chunk);
+        // Deliver (and so release) only now and then.
+        if i % 3 == 0 {
+            p.pump();
+        }
+    }
+    p.pump();
+    assert_eq!(p.s_got.len(), sent.len());
+    assert_eq!(digest(&p.s_got), digest(&sent));
+}
