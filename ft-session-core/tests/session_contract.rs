@@ -1036,37 +1036,76 @@ fn implicit_writer_is_told_when_the_transport_takes_its_bytes() {
     assert_eq!(digest(&p.s_got), digest(&big[..n]));
 }
 
-/// Copied writes of odd sizes, delivered and released only now and then,
-/// arrive exact. (Written for `write`'s `&&` -> `||` mutant, which would
-/// let a spare replace a tail holding bytes; this sequence does not reach
-/// a spare beside a non-empty tail, and the mutant survives it.)
+/// A spare allocation may replace only an empty tail: with two released
+/// chunks kept as spares and bytes still retained, a small write fills the
+/// tail from one spare, and a larger write must extend that tail, not
+/// swap in the other spare and drop the small write's bytes (mutant: `&&`
+/// -> `||` in `write`).
 #[test]
-fn small_writes_beside_spare_allocations_keep_every_byte() {
-    // Frames (and so flushed tails) large enough for spare allocations;
-    // ACKs every quarter of 256 KiB leave bytes retained.
+fn a_spare_never_replaces_a_tail_holding_bytes() {
+    let now = Instant::now();
     let mut cfg = config();
-    cfg.send_buffer_capacity = 256 * 1024;
-    cfg.max_frame_payload = 16 * 1024;
-    let mut p = Pair::with_config(cfg);
+    // ACKs every quarter of 128 KiB: one after the second 20 KiB chunk.
+    cfg.send_buffer_capacity = 128 * 1024;
+    cfg.max_frame_payload = 64 * 1024;
+    let (mut c, mut s, ct, st) = ft_session_core::sim::established_pair(now, cfg.clone(), cfg);
     let mut sent = Vec::new();
-    for i in 0..400u64 {
-        // Odd sizes: the tail is rarely a whole frame.
-        let chunk = pattern(i as u8, 3000 + (i as usize * 3701) % 17_000);
-        let mut off = 0;
-        while off < chunk.len() {
-            match p.c.write(&chunk[off..]) {
-                Ok(n) => off += n,
-                Err(WriteError::Blocked) => p.pump(),
-                Err(e) => panic!("{e:?}"),
+    let mut to_client = Vec::new();
+    // Moves the client's transmits to the server, and the server's to
+    // `to_client` (held back until the test delivers them).
+    let flow = |c: &mut Session, s: &mut Session, to_client: &mut Vec<u8>| {
+        while let Some(o) = c.poll_output() {
+            if let Output::Transmit(t) = o {
+                let mut b = Vec::new();
+                t.write_to(&mut b);
+                s.handle_input(
+                    now,
+                    Input::Received {
+                        transport: st,
+                        data: &b,
+                    },
+                );
             }
         }
-        sent.extend_from_slice(&chunk);
-        // Deliver (and so release) only now and then.
-        if i % 3 == 0 {
-            p.pump();
+        while let Some(o) = s.poll_output() {
+            if let Output::Transmit(t) = o {
+                t.write_to(to_client);
+            }
         }
+    };
+    for seed in 1..=3u8 {
+        let chunk = pattern(seed, 20 * 1024);
+        assert_eq!(c.write(&chunk), Ok(chunk.len()));
+        sent.extend_from_slice(&chunk);
+        flow(&mut c, &mut s, &mut to_client);
     }
-    p.pump();
-    assert_eq!(p.s_got.len(), sent.len());
-    assert_eq!(digest(&p.s_got), digest(&sent));
+    // The server's ACK of the first two chunks releases them; the third is
+    // still retained, so their allocations stay as spares.
+    assert!(!to_client.is_empty(), "the server acknowledged");
+    c.handle_input(
+        now,
+        Input::Received {
+            transport: ct,
+            data: &to_client,
+        },
+    );
+    assert!(
+        c.retained() > 0 && c.retained_from() > 0,
+        "released some, not all"
+    );
+    let small = pattern(4, 100);
+    assert_eq!(c.write(&small), Ok(100));
+    sent.extend_from_slice(&small);
+    let large = pattern(5, 40 * 1024);
+    assert_eq!(c.write(&large), Ok(large.len()));
+    sent.extend_from_slice(&large);
+    let mut unused = Vec::new();
+    flow(&mut c, &mut s, &mut unused);
+    let mut got = vec![0u8; sent.len() + 1];
+    let mut n = 0;
+    while let Ok(k @ 1..) = s.read(&mut got[n..]) {
+        n += k;
+    }
+    assert_eq!(n, sent.len());
+    assert_eq!(digest(&got[..n]), digest(&sent));
 }
