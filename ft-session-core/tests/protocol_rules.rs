@@ -3269,6 +3269,19 @@ fn hole_2_parked_bytes_budget_holds_while_parked_sessions_are_written() {
     assert!(got.ends_with(b"after"), "{} bytes", got.len());
 }
 
+/// A client transport announcing a 64 MiB receive buffer (at
+/// `implicit_max_buffer`): the largest implicit bound a peer can ask for.
+const BIG_RECV_CLIENT: TransportInfo = TransportInfo {
+    send_buffer: Some(512 * 1024),
+    recv_buffer: Some(64 << 20),
+};
+
+/// The server transport of the implicit budget tests.
+const PLAIN_SERVER: TransportInfo = TransportInfo {
+    send_buffer: Some(512 * 1024),
+    recv_buffer: Some(512 * 1024),
+};
+
 /// True if the connection set answered any handshake with REJECT BUSY.
 fn any_busy(n: &Net) -> bool {
     n.set_replies.iter().any(|r| {
@@ -3291,14 +3304,7 @@ fn hole_3_implicit_retention_is_bounded_set_wide_whatever_peers_announce() {
         c
     };
     // Every client announces a 64 MiB receive buffer (at implicit_max_buffer).
-    let client_info = TransportInfo {
-        send_buffer: Some(512 * 1024),
-        recv_buffer: Some(64 * MIB),
-    };
-    let server_info = TransportInfo {
-        send_buffer: Some(512 * 1024),
-        recv_buffer: Some(512 * 1024),
-    };
+    let (client_info, server_info) = (BIG_RECV_CLIENT, PLAIN_SERVER);
     let mut n = Net::with_info(implicit(), client_info, implicit(), server_info);
     for _ in 1..80 {
         n.add_client(implicit(), client_info);
@@ -3335,14 +3341,7 @@ fn an_implicit_server_reserves_nothing_for_ack_clients() {
     let mut implicit = Config::default();
     implicit.release_policy = ReleasePolicy::Implicit;
     implicit.implicit_retention_budget = 64 * MIB;
-    let client_info = TransportInfo {
-        send_buffer: Some(512 * 1024),
-        recv_buffer: Some(64 * MIB),
-    };
-    let server_info = TransportInfo {
-        send_buffer: Some(512 * 1024),
-        recv_buffer: Some(512 * 1024),
-    };
+    let (client_info, server_info) = (BIG_RECV_CLIENT, PLAIN_SERVER);
     let mut n = Net::with_info(Config::default(), client_info, implicit, server_info);
     for _ in 1..20 {
         n.add_client(Config::default(), client_info);
